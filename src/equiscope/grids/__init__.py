@@ -1,0 +1,6 @@
+"""Quadrature grids on groups, each with its computed exactness."""
+
+from .factory import GRID_NAMES, grid
+from .grid import Grid
+
+__all__ = ["GRID_NAMES", "Grid", "grid"]
