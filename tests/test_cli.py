@@ -1,0 +1,45 @@
+import subprocess
+import sys
+
+from equiscope.cli import main
+
+
+def test_help_lists_commands(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as exit_:
+        assert exit_.code == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "grid" in out
+
+
+def test_grid_command_prints_computed_exactness(capsys):
+    assert main(["grid", "icosahedral", "--inversion"]) == 0
+    out = capsys.readouterr().out
+    assert "120 elements" in out
+    assert "[1, 2, 3, 4, 5, 7, 8, 9, 11]" in out
+
+
+def test_bad_grid_is_exit_code_2_with_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "equiscope.cli", "grid", "hexagonal"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "unknown grid 'hexagonal'" in result.stderr
+
+
+def test_demo_rejects_bad_options(tmp_path, capsys):
+    assert main(["demo", "--structures", "0", "-o", str(tmp_path / "out")]) == 2
+    assert "--structures" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["demo", "-o", str(blocker)]) == 2
+
+
+def test_no_command_is_bad_input(capsys):
+    assert main([]) == 2
