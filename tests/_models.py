@@ -56,20 +56,28 @@ class PlantedAnisotropy(torch.nn.Module):
                 values=torch.cat(energies),
                 samples=Labels(
                     "system",
-                    torch.arange(len(systems), dtype=torch.int32, device=device)[:, None],
+                    torch.arange(len(systems), dtype=torch.int32, device=device)[
+                        :, None
+                    ],
                 ),
                 components=[],
-                properties=Labels("energy", torch.zeros(1, 1, dtype=torch.int32, device=device)),
+                properties=Labels(
+                    "energy", torch.zeros(1, 1, dtype=torch.int32, device=device)
+                ),
             )
             result["energy"] = TensorMap(
-                Labels("_", torch.zeros(1, 1, dtype=torch.int32, device=device)), [block]
+                Labels("_", torch.zeros(1, 1, dtype=torch.int32, device=device)),
+                [block],
             )
         if "non_conservative_force" in outputs:
             block = TensorBlock(
                 values=torch.cat(forces)[:, :, None],
                 samples=Labels(["system", "atom"], torch.cat(samples)),
                 components=[
-                    Labels("xyz", torch.arange(3, dtype=torch.int32, device=device)[:, None])
+                    Labels(
+                        "xyz",
+                        torch.arange(3, dtype=torch.int32, device=device)[:, None],
+                    )
                 ],
                 properties=Labels(
                     "non_conservative_force",
@@ -77,7 +85,8 @@ class PlantedAnisotropy(torch.nn.Module):
                 ),
             )
             result["non_conservative_force"] = TensorMap(
-                Labels("_", torch.zeros(1, 1, dtype=torch.int32, device=device)), [block]
+                Labels("_", torch.zeros(1, 1, dtype=torch.int32, device=device)),
+                [block],
             )
         return result
 
@@ -86,7 +95,9 @@ def atomistic(module: torch.nn.Module) -> AtomisticModel:
     capabilities = ModelCapabilities(
         outputs={
             "energy": ModelOutput(unit="eV", sample_kind="system"),
-            "non_conservative_force": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
+            "non_conservative_force": ModelOutput(
+                unit="eV/Angstrom", sample_kind="atom"
+            ),
         },
         atomic_types=[1, 6, 8],
         interaction_range=10.0,

@@ -19,7 +19,7 @@ def test_rank2_parts_transform_with_wigner_d(generator):
         for (lam, sigma), value in original.items():
             expected = eq.wigner_d(lam, rotation[None])[0] @ value
             assert torch.allclose(rotated[(lam, sigma)], expected, atol=1e-12)
-    # inversion: a rank-2 tensor is even, so the pseudovector part keeps sign as sigma=-1 says
+    # round trip and norm conservation
     parts = eq.cartesian_to_spherical(tensor, 2)
     assert torch.allclose(eq.spherical_to_cartesian(parts, 2), tensor, atol=1e-14)
     assert sum(float(v.square().sum()) for v in parts.values()) == pytest.approx(
@@ -35,14 +35,21 @@ def test_vector_order_and_round_trip(generator):
     rotated = eq.cartesian_to_spherical(vectors @ rotation.T, 1)[(1, 1)]
     assert torch.allclose(rotated, parts[(1, 1)] @ eq.wigner_d(1, rotation[None])[0].T)
     assert torch.equal(eq.spherical_to_cartesian(parts, 1), vectors)
-    assert torch.equal(eq.spherical_to_cartesian(eq.cartesian_to_spherical(vectors[:, 0], 0), 0), vectors[:, 0])
+    assert torch.equal(
+        eq.spherical_to_cartesian(eq.cartesian_to_spherical(vectors[:, 0], 0), 0),
+        vectors[:, 0],
+    )
 
 
 def stress_tensormap(values):
-    xyz = [Labels(f"xyz_{i}", torch.arange(3, dtype=torch.int32)[:, None]) for i in (1, 2)]
+    xyz = [
+        Labels(f"xyz_{i}", torch.arange(3, dtype=torch.int32)[:, None]) for i in (1, 2)
+    ]
     block = TensorBlock(
         values=values[..., None],
-        samples=Labels("system", torch.arange(values.shape[0], dtype=torch.int32)[:, None]),
+        samples=Labels(
+            "system", torch.arange(values.shape[0], dtype=torch.int32)[:, None]
+        ),
         components=xyz,
         properties=Labels("stress", torch.zeros(1, 1, dtype=torch.int32)),
     )
@@ -56,7 +63,9 @@ def test_tensormap_conversion_matches_metatomic(generator):
     theirs = decompose_quantity("non_conservative_stress", tensor)
     assert ours.keys.names == ["o3_lambda", "o3_sigma"]
     for key, block in ours.items():
-        reference = theirs.block({"o3_lambda": int(key["o3_lambda"]), "o3_sigma": int(key["o3_sigma"])})
+        reference = theirs.block(
+            {"o3_lambda": int(key["o3_lambda"]), "o3_sigma": int(key["o3_sigma"])}
+        )
         assert torch.allclose(block.values, reference.values, atol=1e-14)
     back = eq.tensormap_to_cartesian(ours, 2)
     assert torch.allclose(back.block().values, tensor.block().values, atol=1e-14)

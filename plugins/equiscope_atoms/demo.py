@@ -47,7 +47,9 @@ def run_demo(output: Path, *, n_structures: int = 2, seed: int = 0) -> dict:
     squared = {"energy": [], "forces": [], "forces_coarse": []}
     energy_floor, force_floor, n_atoms = [], [], []
     layer_norms: dict[str, dict] = {path: {} for path in ("energy", *LAYERS)}
-    for system in tqdm(_structures(n_structures, seed), desc="structures", unit="struct"):
+    for system in tqdm(
+        _structures(n_structures, seed), desc="structures", unit="struct"
+    ):
         fine = orbit_responses(model, system, grid, features=LAYERS)
         rough = orbit_responses(model, system, coarse)
         n_atoms.append(len(system))
@@ -74,7 +76,7 @@ def run_demo(output: Path, *, n_structures: int = 2, seed: int = 0) -> dict:
         return {eq.sector_label(k): v / total for k, v in norms.items()}
 
     report = {
-        "model": "untrained PET (metatrain, float32, seed %d)" % seed,
+        "model": f"untrained PET (metatrain, float32, seed {seed})",
         "data": f"{n_structures} rattled fcc Cu 2x2x2 supercells (32 atoms)",
         "grid": grid.to_dict(),
         "outputs": {
@@ -89,7 +91,10 @@ def run_demo(output: Path, *, n_structures: int = 2, seed: int = 0) -> dict:
                 "unit": "eV/Angstrom",
                 "noise_floor": float(sum(force_floor) / len(force_floor)),
                 "converged": change <= 0.01,
-                "convergence": {"coarse_grid": coarse.to_dict(), "relative_change": change},
+                "convergence": {
+                    "coarse_grid": coarse.to_dict(),
+                    "relative_change": change,
+                },
             },
         },
         "layers": {path: {"spectrum": fractions(n)} for path, n in layer_norms.items()},
@@ -109,13 +114,13 @@ def summary(report: dict) -> str:
     ]
     for name, out in report["outputs"].items():
         lines.append(
-            f"{name:<10} {out['equivariance_rmse']:>18.3e} {out['noise_floor']:>12.1e}  "
+            f"{name:<10} {out['equivariance_rmse']:>18.3e} {out['noise_floor']:>12.1e} "
             f"{out['unit']}"
         )
     forces = report["outputs"]["forces"]
     verdict = "converged" if forces["converged"] else "NOT converged"
     lines.append(
-        f"forces on a coarser grid: {100 * forces['convergence']['relative_change']:.2f}% "
+        f"forces, coarser grid: {100 * forces['convergence']['relative_change']:.2f}% "
         f"change ({verdict})"
     )
     lines.append("fraction of squared norm per sector (lambda,sigma):")

@@ -1,4 +1,4 @@
-"""A small metatrain PET for demos, tests and benchmarks (built locally, no download)."""
+"""A small metatrain PET for demos, tests and benchmarks (built here, no download)."""
 
 from __future__ import annotations
 

@@ -21,14 +21,27 @@ def _grid_command(args) -> int:
     from .grids import grid
 
     try:
-        g = grid(args.name, degree=args.degree, n=args.n, seed=args.seed, inversion=args.inversion)
+        g = grid(
+            args.name,
+            degree=args.degree,
+            n=args.n,
+            seed=args.seed,
+            inversion=args.inversion,
+        )
     except ValueError as error:
         raise BadInput(str(error)) from None
     print(f"grid {g.name} on {g.group.name}: {g.size} elements")
-    print(f"  averages out exactly: lambda in {list(g.averages_out)} (checked to {g.check_degree})")
-    print(f"  mean exact to lambda={g.mean_exact_degree}; products (A, B) exact to "
-          f"lambda={g.exact_degree}")
-    print(f"  weights: min {float(g.weights.min()):.3e}, max {float(g.weights.max()):.3e}")
+    print(
+        f"  averages out exactly: lambda in {list(g.averages_out)} "
+        f"(checked to {g.check_degree})"
+    )
+    print(
+        f"  mean exact to lambda={g.mean_exact_degree}; products (A, B) exact to "
+        f"lambda={g.exact_degree}"
+    )
+    print(
+        f"  weights: min {float(g.weights.min()):.3e}, max {float(g.weights.max()):.3e}"
+    )
     return 0
 
 
@@ -60,14 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="run the engine end to end on a real model (PET) and generated data",
-        description="Evaluate an untrained metatrain PET on the O(3) orbit of generated "
+        description="Evaluate an untrained metatrain PET on the O(3) orbit of "
+        "generated "
         "copper structures: equivariance RMSE of energy and forces vs the float32 "
         "noise floor, grid convergence, and per-layer character spectra.",
     )
-    demo.add_argument("-o", "--output", default="equiscope-demo",
-                      help="folder for report.json (default: %(default)s)")
-    demo.add_argument("--structures", type=int, default=2,
-                      help="number of generated structures (default: %(default)s)")
+    demo.add_argument(
+        "-o",
+        "--output",
+        default="equiscope-demo",
+        help="folder for report.json (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--structures",
+        type=int,
+        default=2,
+        help="number of generated structures (default: %(default)s)",
+    )
     demo.add_argument("--seed", type=int, default=0, help="seed for data and model")
     demo.set_defaults(handler=_demo_command)
 
@@ -77,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build a grid and print its size and the exactness computed from "
         "its representation matrices.",
     )
-    grid.add_argument("name", help="lebedev, tetrahedral, octahedral, icosahedral, "
-                      "random, so2 or o2")
+    grid.add_argument(
+        "name", help="lebedev, tetrahedral, octahedral, icosahedral, random, so2 or o2"
+    )
     grid.add_argument("--degree", type=int, help="Lebedev degree (mean exact to it)")
     grid.add_argument("--n", type=int, help="number of elements for random/so2/o2")
     grid.add_argument("--seed", type=int, default=0, help="seed for random grids")

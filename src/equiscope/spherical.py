@@ -3,8 +3,10 @@
 - scalar ``s``:  ``(0, +1)``: ``[s]``
 - vector ``v``:  ``(1, +1)``: ``(v_y, v_z, v_x)``
 - rank-2 ``T``:  ``(0, +1)`` trace ``tr T / sqrt 3``;
-  ``(1, -1)`` antisymmetric part ``((T_xz - T_zx), (T_yx - T_xy), (T_zy - T_yz)) / sqrt 2``;
-  ``(2, +1)`` symmetric traceless part ``((T_xy + T_yx) / sqrt 2, (T_yz + T_zy) / sqrt 2,
+  ``(1, -1)`` antisymmetric part
+  ``((T_xz - T_zx), (T_yx - T_xy), (T_zy - T_yz)) / sqrt 2``;
+  ``(2, +1)`` symmetric traceless part
+  ``((T_xy + T_yx) / sqrt 2, (T_yz + T_zy) / sqrt 2,
   (2 T_zz - T_xx - T_yy) / sqrt 6, (T_xz + T_zx) / sqrt 2, (T_xx - T_yy) / sqrt 2)``.
 
 Each map is orthogonal (norms are kept) and transforms with the real Wigner D of
@@ -63,7 +65,9 @@ _VECTOR_ORDER = [1, 2, 0]  # (x, y, z) -> (y, z, x)
 _VECTOR_INVERSE = [2, 0, 1]
 
 
-def cartesian_to_spherical(values: torch.Tensor, rank: int) -> dict[Sector, torch.Tensor]:
+def cartesian_to_spherical(
+    values: torch.Tensor, rank: int
+) -> dict[Sector, torch.Tensor]:
     """Split ``values`` (``[...]``, ``[..., 3]`` or ``[..., 3, 3]`` for rank 0, 1, 2)
     into ``{(lambda, sigma): [..., 2 lambda + 1]}``."""
     values = torch.as_tensor(values)
@@ -71,12 +75,15 @@ def cartesian_to_spherical(values: torch.Tensor, rank: int) -> dict[Sector, torc
         return {(0, 1): values[..., None]}
     if rank == 1:
         if values.shape[-1:] != (3,):
-            raise ValueError(f"a vector needs a last dimension of 3, got {tuple(values.shape)}")
+            raise ValueError(
+                f"a vector needs a last dimension of 3, got {tuple(values.shape)}"
+            )
         return {(1, 1): values[..., _VECTOR_ORDER]}
     if rank == 2:
         if values.shape[-2:] != (3, 3):
             raise ValueError(
-                f"a rank-2 tensor needs last dimensions (3, 3), got {tuple(values.shape)}"
+                "a rank-2 tensor needs last dimensions (3, 3), got "
+                f"{tuple(values.shape)}"
             )
         flat = values.reshape(*values.shape[:-2], 9)
         return {
@@ -85,7 +92,9 @@ def cartesian_to_spherical(values: torch.Tensor, rank: int) -> dict[Sector, torc
     raise ValueError(f"rank must be 0, 1 or 2, got {rank}")
 
 
-def spherical_to_cartesian(blocks: dict[Sector, torch.Tensor], rank: int) -> torch.Tensor:
+def spherical_to_cartesian(
+    blocks: dict[Sector, torch.Tensor], rank: int
+) -> torch.Tensor:
     """Inverse of :func:`cartesian_to_spherical`; missing sectors count as zero
     (at least one must be present)."""
     if not blocks:
@@ -98,7 +107,9 @@ def spherical_to_cartesian(blocks: dict[Sector, torch.Tensor], rank: int) -> tor
         basis = _rank2_basis()
         unknown = set(blocks) - set(basis)
         if unknown:
-            raise ValueError(f"sectors {sorted(unknown)} do not occur in a rank-2 tensor")
+            raise ValueError(
+                f"sectors {sorted(unknown)} do not occur in a rank-2 tensor"
+            )
         some = next(iter(blocks.values()))
         flat = torch.zeros(*some.shape[:-1], 9, dtype=some.dtype, device=some.device)
         for key, value in blocks.items():
@@ -183,5 +194,7 @@ def tensormap_to_cartesian(tensor, rank: int):
         )
         keys.append(list(prefix) if names else [0])
     key_names = names if names else ["_"]
-    key_values = torch.tensor(keys, dtype=torch.int32).reshape(len(keys), len(key_names))
+    key_values = torch.tensor(keys, dtype=torch.int32).reshape(
+        len(keys), len(key_names)
+    )
     return TensorMap(Labels(key_names, key_values), blocks)

@@ -10,7 +10,9 @@ import equiscope as eq
 def test_closed_proper_and_distinct(name, order):
     elements = eq.finite_group(name)
     assert elements.shape == (order, 3, 3)
-    assert torch.allclose(torch.linalg.det(elements), torch.ones(order, dtype=torch.float64))
+    assert torch.allclose(
+        torch.linalg.det(elements), torch.ones(order, dtype=torch.float64)
+    )
     keys = {tuple(torch.round(m.flatten() * 1e6).tolist()) for m in elements}
     assert len(keys) == order
     products = torch.einsum("iab,jbc->ijac", elements, elements).reshape(-1, 3, 3)
@@ -19,7 +21,10 @@ def test_closed_proper_and_distinct(name, order):
 
 
 def test_subgroup_chain():
-    tetrahedral, octahedral = eq.finite_group("tetrahedral"), eq.finite_group("octahedral")
+    tetrahedral, octahedral = (
+        eq.finite_group("tetrahedral"),
+        eq.finite_group("octahedral"),
+    )
     for element in tetrahedral:
         assert torch.min((octahedral - element).abs().amax(dim=(1, 2))) < 1e-10
 

@@ -1,10 +1,13 @@
 import pytest
 import torch
-from _models import unit_points
-from metatomic.torch.o3._wigner import build_packed_wigner_matrices, wigner_matrices_for_lambda
+from metatomic.torch.o3._wigner import (
+    build_packed_wigner_matrices,
+    wigner_matrices_for_lambda,
+)
 from scipy.spatial.transform import Rotation
 
 import equiscope as eq
+from _models import unit_points
 
 
 def random_rotations(n, seed=0):
@@ -43,7 +46,13 @@ def test_real_spherical_harmonics_transform_with_d(generator):
         x, y, z = p.unbind(-1)
         s3 = 3**0.5
         return torch.stack(
-            [s3 * x * y, s3 * y * z, 0.5 * (3 * z**2 - 1), s3 * x * z, s3 / 2 * (x**2 - y**2)],
+            [
+                s3 * x * y,
+                s3 * y * z,
+                0.5 * (3 * z**2 - 1),
+                s3 * x * z,
+                s3 / 2 * (x**2 - y**2),
+            ],
             -1,
         )
 

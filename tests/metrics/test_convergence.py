@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
-from _models import orbit, unit_points
 
 import equiscope as eq
+from _models import orbit, unit_points
 
 
 def sharp_response(grid, generator):
@@ -30,7 +30,9 @@ def test_band_limited_metric_converges(generator):
 
 def test_unresolved_metric_warns(generator):
     def metric(grid):
-        return eq.equivariance_variance(sharp_response(grid, torch.Generator().manual_seed(1)), grid, "scalar")
+        return eq.equivariance_variance(
+            sharp_response(grid, torch.Generator().manual_seed(1)), grid, "scalar"
+        )
 
     grids = [eq.grid("octahedral"), eq.grid("lebedev", degree=6)]
     with pytest.warns(eq.GridConvergenceWarning, match="above the 1.0% tolerance"):
@@ -40,9 +42,16 @@ def test_unresolved_metric_warns(generator):
 
 
 def test_refine_makes_finer_grids():
-    assert eq.refine(eq.grid("lebedev", degree=6, inversion=True)).parameters["degree"] == 8
+    assert (
+        eq.refine(eq.grid("lebedev", degree=6, inversion=True)).parameters["degree"]
+        == 8
+    )
     refined = eq.refine(eq.grid("icosahedral", inversion=True))
-    assert refined.name == "lebedev" and refined.exact_degree > 2 and refined.group.name == "O(3)"
+    assert (
+        refined.name == "lebedev"
+        and refined.exact_degree > 2
+        and refined.group.name == "O(3)"
+    )
     assert eq.refine(eq.grid("random", n=10)).size == 20
     assert eq.refine(eq.grid("so2", n=5)).size == 10
 

@@ -3,11 +3,11 @@
 
 import pytest
 import torch
-from _models import PlantedAnisotropy, atomistic, molecule, rotated_system
 from metatomic.torch import ModelOutput
 from metatomic.torch.o3 import SymmetrizedModel
 
 import equiscope as eq
+from _models import PlantedAnisotropy, atomistic, molecule, rotated_system
 
 GRID_DEGREE = 8
 MAX_LAMBDA = 4
@@ -44,7 +44,10 @@ def setup():
 
 def test_same_grid_as_symmetrized_model(setup):
     grid, _, _ = setup
-    from metatomic.torch.o3._quadrature import choose_quadrature, get_rotation_quadrature
+    from metatomic.torch.o3._quadrature import (
+        choose_quadrature,
+        get_rotation_quadrature,
+    )
 
     rotations, weights = get_rotation_quadrature(*choose_quadrature(GRID_DEGREE))
     assert torch.allclose(grid.rotations[: len(weights)], torch.from_numpy(rotations))

@@ -43,7 +43,9 @@ class Grid:
         rotations = torch.as_tensor(rotations, dtype=torch.float64)
         weights = torch.as_tensor(weights, dtype=torch.float64)
         if rotations.ndim != 3 or rotations.shape[1:] != (3, 3):
-            raise ValueError(f"rotations must be [n, 3, 3], got {tuple(rotations.shape)}")
+            raise ValueError(
+                f"rotations must be [n, 3, 3], got {tuple(rotations.shape)}"
+            )
         if weights.shape != rotations.shape[:1]:
             raise ValueError(
                 f"weights must be [{rotations.shape[0]}], got {tuple(weights.shape)}"
@@ -98,7 +100,9 @@ class Grid:
         # D evaluation per degree, shared by both parities
         degree, sigma = sector
         if degree not in self._wigner:
-            self._wigner[degree] = wigner_d(degree, self._det[:, None, None] * self.rotations)
+            self._wigner[degree] = wigner_d(
+                degree, self._det[:, None, None] * self.rotations
+            )
         parity = float(sigma * (-1) ** degree) if sigma else 1.0
         sign = torch.where(self._det < 0, parity, 1.0).to(torch.float64)
         return self._wigner[degree] * sign[:, None, None]
@@ -131,7 +135,9 @@ class Grid:
     def _exact_up_to(self, degree: int) -> bool:
         averaged = set(self.averaged_sectors)
         return all(
-            s in averaged for s in self.group.sectors(degree) if s != self.trivial_sector
+            s in averaged
+            for s in self.group.sectors(degree)
+            if s != self.trivial_sector
         )
 
     @functools.cached_property

@@ -4,4 +4,11 @@ from .finite import finite_group
 from .group import Group, Sector, sector_label
 from .wigner import irrep_matrices, wigner_d
 
-__all__ = ["Group", "Sector", "finite_group", "irrep_matrices", "sector_label", "wigner_d"]
+__all__ = [
+    "Group",
+    "Sector",
+    "finite_group",
+    "irrep_matrices",
+    "sector_label",
+    "wigner_d",
+]

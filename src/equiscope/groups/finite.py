@@ -50,10 +50,12 @@ def _key(matrix: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(v) for v in torch.round(matrix.flatten() * 1e8).tolist())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _closure(name: str) -> torch.Tensor:
     generators = _generators(name)
-    elements = {_key(torch.eye(3, dtype=torch.float64)): torch.eye(3, dtype=torch.float64)}
+    elements = {
+        _key(torch.eye(3, dtype=torch.float64)): torch.eye(3, dtype=torch.float64)
+    }
     frontier = list(elements.values())
     while frontier:
         new = []

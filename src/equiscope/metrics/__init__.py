@@ -1,6 +1,11 @@
 """Symmetry metrics from responses evaluated on a grid: Pi, A^2 and B."""
 
-from .convergence import ConvergenceCheck, GridConvergenceWarning, check_convergence, refine
+from .convergence import (
+    ConvergenceCheck,
+    GridConvergenceWarning,
+    check_convergence,
+    refine,
+)
 from .equivariance import (
     back_transform,
     equivariance_variance,

@@ -120,7 +120,11 @@ def equivariance_variance(responses, grid: Grid, irrep) -> torch.Tensor:
     z = back_transform(responses, grid, irrep)
     mean = torch.tensordot(grid.weights, z, dims=1)
     return _weighted_square(
-        z, mean, grid, _component_dims(irrep), input_epsilon(responses),
+        z,
+        mean,
+        grid,
+        _component_dims(irrep),
+        input_epsilon(responses),
         "the equivariance variance A^2",
     )
 

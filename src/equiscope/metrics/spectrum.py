@@ -65,8 +65,14 @@ class Spectrum(dict):
 
 
 def _check_degree(max_degree, grid: Grid) -> int:
-    if isinstance(max_degree, bool) or not isinstance(max_degree, int) or max_degree < 0:
-        raise ValueError(f"max_lambda must be a non-negative integer, got {max_degree!r}")
+    if (
+        isinstance(max_degree, bool)
+        or not isinstance(max_degree, int)
+        or max_degree < 0
+    ):
+        raise ValueError(
+            f"max_lambda must be a non-negative integer, got {max_degree!r}"
+        )
     if max_degree > grid.exact_degree:
         raise ValueError(
             f"max_lambda={max_degree} is beyond what grid '{grid.name}' resolves "
@@ -109,7 +115,8 @@ def _sector_norms(u: torch.Tensor, grid: Grid, max_lambda: int):
 def spectrum(
     responses, grid: Grid, max_lambda: int, *, completeness_rtol: float = 1e-6
 ) -> Spectrum:
-    """Character spectrum of ``responses`` ``[grid.size, ...]``, summed over trailing dims.
+    """Character spectrum of ``responses`` ``[grid.size, ...]``, summed over the
+    trailing dimensions.
 
     Warns (:class:`SpectrumIncompleteWarning`) when the sectors up to ``max_lambda``
     miss more than ``completeness_rtol`` of the total: the response has content
@@ -124,9 +131,7 @@ def spectrum(
     result = Spectrum(
         {s: float(v) for s, v in zip(sectors, values, strict=True)}, total, max_lambda
     )
-    scale = torch.tensor(
-        float(torch.einsum("n,nc->", grid.weights.abs(), u.square()))
-    )
+    scale = torch.tensor(float(torch.einsum("n,nc->", grid.weights.abs(), u.square())))
     slack = max(completeness_rtol * abs(total), float(roundoff_tolerance(grid, scale)))
     if abs(result.residual) > slack:
         warnings.warn(
