@@ -134,3 +134,31 @@ def test_incomplete_spectrum_warns(o3_grid, generator):
 def test_bad_input(o3_grid, responses, max_lambda, message):
     with pytest.raises(ValueError, match=message):
         eq.spectrum(responses, o3_grid, max_lambda=max_lambda)
+
+
+def test_streaming_batches_equal_one_shot(o3_grid, generator):
+    rotated = orbit(unit_points(5, generator), o3_grid.rotations)
+    u = rotated[..., 0] * rotated[..., 2] + rotated[..., 1]
+    full = eq.spectrum(u, o3_grid, max_lambda=4)
+    accumulator = eq.SpectrumAccumulator(o3_grid, 4)
+    starts = list(range(0, o3_grid.size, 100))
+    for start in reversed(starts):
+        accumulator.add(u[start : start + 100], start)
+    streamed = accumulator.spectrum()
+    for sector in full:
+        assert streamed[sector] == pytest.approx(full[sector], rel=1e-12, abs=1e-14)
+    assert streamed.total == pytest.approx(full.total, rel=1e-12)
+
+
+def test_streaming_needs_every_element_once(o3_grid):
+    accumulator = eq.SpectrumAccumulator(o3_grid, 2)
+    accumulator.add(torch.ones(100, 3), 0)
+    with pytest.raises(ValueError, match="584 missing"):
+        accumulator.norms()
+    accumulator.add(torch.ones(684, 3), 0)
+    with pytest.raises(ValueError, match="100 added more than once"):
+        accumulator.spectrum()
+    with pytest.raises(ValueError, match="trailing shape"):
+        accumulator.add(torch.ones(4, 2), 0)
+    with pytest.raises(ValueError, match="do not fit grid"):
+        accumulator.add(torch.ones(4, 3), 682)

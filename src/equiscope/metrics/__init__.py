@@ -14,12 +14,19 @@ from .equivariance import (
     pooled_rmse,
     symmetrize,
 )
-from .spectrum import Spectrum, SpectrumIncompleteWarning, sector_norms, spectrum
+from .spectrum import (
+    Spectrum,
+    SpectrumAccumulator,
+    SpectrumIncompleteWarning,
+    sector_norms,
+    spectrum,
+)
 
 __all__ = [
     "ConvergenceCheck",
     "GridConvergenceWarning",
     "Spectrum",
+    "SpectrumAccumulator",
     "SpectrumIncompleteWarning",
     "back_transform",
     "check_convergence",

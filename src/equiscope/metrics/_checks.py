@@ -7,15 +7,23 @@ import torch
 from ..grids.grid import Grid
 
 
+def finite_float64(values) -> torch.Tensor:
+    """``values`` as a real float64 tensor; ValueError on complex, NaN or inf."""
+    values = torch.as_tensor(values)
+    if values.is_complex():
+        raise ValueError("responses must be real")
+    values = values.detach().to(torch.float64)
+    if not bool(torch.isfinite(values).all()):
+        bad = int((~torch.isfinite(values)).sum())
+        raise ValueError(f"responses contain {bad} NaN or infinite value(s)")
+    return values
+
+
 def as_responses(responses, grid: Grid, *, min_dims: int = 1) -> torch.Tensor:
     """Check ``responses`` is a finite ``[grid.size, ...]`` tensor; return float64."""
     if not isinstance(grid, Grid):
         raise ValueError(f"expected an equiscope Grid, got {type(grid).__name__}")
     responses = torch.as_tensor(responses)
-    if not (responses.is_floating_point() or responses.is_complex()):
-        responses = responses.to(torch.float64)
-    if responses.is_complex():
-        raise ValueError("responses must be real")
     if responses.ndim < min_dims:
         raise ValueError(
             f"responses must have at least {min_dims} dimension(s) "
@@ -26,11 +34,7 @@ def as_responses(responses, grid: Grid, *, min_dims: int = 1) -> torch.Tensor:
             f"responses have {responses.shape[0]} rows but grid '{grid.name}' has "
             f"{grid.size} elements (shape {tuple(responses.shape)})"
         )
-    responses = responses.detach().to(torch.float64)
-    if not bool(torch.isfinite(responses).all()):
-        bad = int((~torch.isfinite(responses)).sum())
-        raise ValueError(f"responses contain {bad} NaN or infinite value(s)")
-    return responses
+    return finite_float64(responses)
 
 
 def roundoff_tolerance(grid: Grid, scale: torch.Tensor) -> torch.Tensor:

@@ -14,15 +14,22 @@ band-limited to the largest degree computed, so ``B / sum(B)`` is a spectrum.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
 
 from ..grids.grid import Grid
 from ..groups.group import Sector, sector_label
-from ._checks import as_responses, roundoff_tolerance
+from ._checks import as_responses, finite_float64, roundoff_tolerance
 
-__all__ = ["Spectrum", "SpectrumIncompleteWarning", "sector_norms", "spectrum"]
+__all__ = [
+    "Spectrum",
+    "SpectrumAccumulator",
+    "SpectrumIncompleteWarning",
+    "sector_norms",
+    "spectrum",
+]
 
 # columns processed at once: bounds the [sum d^2, columns] coefficient matrix
 _CHUNK_ELEMENTS = 2**24
@@ -81,35 +88,129 @@ def _check_degree(max_degree, grid: Grid) -> int:
     return max_degree
 
 
+class SpectrumAccumulator:
+    """Streams responses over batches of grid elements.
+
+    The coefficients ``C = sum_i w_i rho(g_i) u_i`` are linear in the responses, so a
+    large orbit (e.g. PET edge features) never has to be held in memory at once:
+    ``add(responses, start)`` with rows ``start .. start + b`` of the grid, in any
+    order; every grid element must be added exactly once before :meth:`norms` or
+    :meth:`spectrum`.
+    """
+
+    def __init__(self, grid: Grid, max_lambda: int):
+        if not isinstance(grid, Grid):
+            raise ValueError(f"expected an equiscope Grid, got {type(grid).__name__}")
+        self.grid = grid
+        self.max_lambda = _check_degree(max_lambda, grid)
+        self.sectors = grid.group.sectors(self.max_lambda)
+        blocks = [
+            grid.weights[:, None] * grid.representation(s).reshape(grid.size, -1)
+            for s in self.sectors
+        ]
+        self._sizes = [b.shape[1] for b in blocks]
+        self._weighted = torch.cat(blocks, dim=1)  # [n, sum d^2]
+        self._factors = torch.tensor(
+            [grid.group.spectral_factor(s) for s in self.sectors], dtype=torch.float64
+        )
+        self._coefficients: torch.Tensor | None = None
+        self._total: torch.Tensor | None = None
+        self._scale: torch.Tensor | None = None
+        self._trailing: tuple[int, ...] | None = None
+        self._seen = torch.zeros(grid.size, dtype=torch.int64)
+
+    def add(self, responses, start: int = 0) -> None:
+        """Add ``responses`` ``[b, ...]`` for grid elements ``start .. start + b``."""
+        u = finite_float64(responses)
+        if (
+            u.ndim < 1
+            or u.shape[0] == 0
+            or start < 0
+            or start + u.shape[0] > self.grid.size
+        ):
+            raise ValueError(
+                f"responses of shape {tuple(u.shape)} at row {start} do not fit grid "
+                f"'{self.grid.name}' with {self.grid.size} elements"
+            )
+        if self._trailing is None:
+            self._trailing = tuple(u.shape[1:])
+            width = math.prod(self._trailing)
+            self._coefficients = torch.zeros(
+                self._weighted.shape[1], width, dtype=torch.float64
+            )
+            self._total = torch.zeros(width, dtype=torch.float64)
+            self._scale = torch.zeros(width, dtype=torch.float64)
+        elif tuple(u.shape[1:]) != self._trailing:
+            raise ValueError(
+                f"responses have trailing shape {tuple(u.shape[1:])}, earlier batches "
+                f"had {self._trailing}"
+            )
+        rows = slice(start, start + u.shape[0])
+        self._seen[rows] += 1
+        u = u.reshape(u.shape[0], -1)
+        weighted = self._weighted[rows]
+        chunk = max(1, _CHUNK_ELEMENTS // max(weighted.shape[1], weighted.shape[0]))
+        for first in range(0, u.shape[1], chunk):
+            columns = slice(first, first + chunk)
+            self._coefficients[:, columns] += weighted.T @ u[:, columns]
+        squared = u.square()
+        self._total += self.grid.weights[rows] @ squared
+        self._scale += self.grid.weights[rows].abs() @ squared
+
+    def _check_complete(self) -> None:
+        if self._trailing is None or not bool((self._seen == 1).all()):
+            missing = int((self._seen == 0).sum())
+            repeated = int((self._seen > 1).sum())
+            raise ValueError(
+                f"the spectrum needs every one of the {self.grid.size} grid elements "
+                f"once: {missing} missing, {repeated} added more than once"
+            )
+
+    def norms(self) -> torch.Tensor:
+        """Per-sector squared norms for every trailing entry,
+        float64 ``[len(sectors), *trailing]``."""
+        self._check_complete()
+        parts = self._coefficients.split(self._sizes, dim=0)
+        squared = torch.stack([c.square().sum(0) for c in parts])
+        return (self._factors[:, None] * squared).reshape(
+            len(self.sectors), *self._trailing
+        )
+
+    def spectrum(self, *, completeness_rtol: float = 1e-6) -> Spectrum:
+        """The spectrum summed over trailing entries; warns when incomplete."""
+        values = self.norms().reshape(len(self.sectors), -1).sum(1)
+        total = float(self._total.sum())
+        result = Spectrum(
+            {s: float(v) for s, v in zip(self.sectors, values, strict=True)},
+            total,
+            self.max_lambda,
+        )
+        scale = self._scale.sum()
+        slack = max(
+            completeness_rtol * abs(total),
+            float(roundoff_tolerance(self.grid, scale)),
+        )
+        if abs(result.residual) > slack:
+            held = float(values.sum()) / total if total else 0.0
+            warnings.warn(
+                f"spectrum up to lambda={self.max_lambda} on grid '{self.grid.name}' "
+                f"holds {held:.6f} of the squared norm: content above max_lambda or "
+                "not resolved by the grid",
+                SpectrumIncompleteWarning,
+                stacklevel=3,
+            )
+        return result
+
+
 def sector_norms(responses, grid: Grid, max_lambda: int) -> tuple[list, torch.Tensor]:
-    """Per-sector squared norms for every trailing entry.
+    """Per-sector squared norms for every trailing entry of ``responses``
+    ``[grid.size, ...]``.
 
     :return: ``(sectors, B)`` with ``B`` float64 ``[len(sectors), *trailing]``
     """
-    return _sector_norms(as_responses(responses, grid), grid, max_lambda)
-
-
-def _sector_norms(u: torch.Tensor, grid: Grid, max_lambda: int):
-    max_lambda = _check_degree(max_lambda, grid)
-    trailing = u.shape[1:]
-    u = u.reshape(grid.size, -1)
-    sectors = grid.group.sectors(max_lambda)
-    blocks = [
-        grid.weights[:, None] * grid.representation(s).reshape(grid.size, -1)
-        for s in sectors
-    ]
-    sizes = [b.shape[1] for b in blocks]
-    weighted = torch.cat(blocks, dim=1)  # [n, sum d^2]
-    factors = torch.tensor([grid.group.spectral_factor(s) for s in sectors])
-    out = torch.empty(len(sectors), u.shape[1], dtype=torch.float64)
-    chunk = max(1, _CHUNK_ELEMENTS // max(weighted.shape[1], grid.size))
-    for start in range(0, u.shape[1], chunk):
-        coefficients = weighted.T @ u[:, start : start + chunk]  # [sum d^2, chunk]
-        squared = torch.stack(
-            [c.square().sum(0) for c in coefficients.split(sizes, dim=0)]
-        )
-        out[:, start : start + chunk] = factors[:, None] * squared
-    return sectors, out.reshape(len(sectors), *trailing)
+    accumulator = SpectrumAccumulator(grid, max_lambda)
+    accumulator.add(as_responses(responses, grid))
+    return accumulator.sectors, accumulator.norms()
 
 
 def spectrum(
@@ -122,23 +223,6 @@ def spectrum(
     miss more than ``completeness_rtol`` of the total: the response has content
     above ``max_lambda``, or the grid does not resolve it.
     """
-    u = as_responses(responses, grid)
-    sectors, norms = _sector_norms(u, grid, max_lambda)
-    u = u.reshape(grid.size, -1)
-    total_per_entry = torch.einsum("n,nc->c", grid.weights, u.square())
-    total = float(total_per_entry.sum())
-    values = norms.reshape(len(sectors), -1).sum(1)
-    result = Spectrum(
-        {s: float(v) for s, v in zip(sectors, values, strict=True)}, total, max_lambda
-    )
-    scale = torch.tensor(float(torch.einsum("n,nc->", grid.weights.abs(), u.square())))
-    slack = max(completeness_rtol * abs(total), float(roundoff_tolerance(grid, scale)))
-    if abs(result.residual) > slack:
-        warnings.warn(
-            f"spectrum up to lambda={max_lambda} on grid '{grid.name}' holds "
-            f"{sum(values).item() / total if total else 0:.6f} of the squared norm: "
-            "content above max_lambda or not resolved by the grid",
-            SpectrumIncompleteWarning,
-            stacklevel=2,
-        )
-    return result
+    accumulator = SpectrumAccumulator(grid, max_lambda)
+    accumulator.add(as_responses(responses, grid))
+    return accumulator.spectrum(completeness_rtol=completeness_rtol)
