@@ -1,11 +1,31 @@
 """Atomistic adapter: metatomic systems and models on equiscope grids.
 
-Turns a structure into its group orbit (positions and cell transformed, neighbour
-lists rebuilt) and a metatomic model into responses on that orbit, so the
-group-generic metrics of :mod:`equiscope` apply.
+Turns a structure into its group orbit (positions and cell transformed, pair
+vectors recomputed) and a metatomic model (exported ``.pt`` or metatrain ``.ckpt``)
+into responses on that orbit, so the group-generic metrics of :mod:`equiscope`
+apply; :func:`audit` runs this over a data set and :func:`write_report` writes the
+result for people to read.
 """
 
-from .orbit import OrbitResponses, orbit_responses, transformed_system
+from .audit import AuditOptionError, audit
+from .data import DataError, Structure, read_structures
+from .models import LoadedModel, ModelLoadError, load_model, wrap_model
+from .orbit import OrbitResult, OutputKind, evaluate_orbit, transformed_system
 from .pet import tiny_pet
 
-__all__ = ["OrbitResponses", "orbit_responses", "tiny_pet", "transformed_system"]
+__all__ = [
+    "AuditOptionError",
+    "DataError",
+    "LoadedModel",
+    "ModelLoadError",
+    "OrbitResult",
+    "OutputKind",
+    "Structure",
+    "audit",
+    "evaluate_orbit",
+    "load_model",
+    "read_structures",
+    "tiny_pet",
+    "transformed_system",
+    "wrap_model",
+]

@@ -1,15 +1,26 @@
-"""Evaluate a metatomic model on every transformed copy of a structure, batched."""
+"""Evaluate a model on every transformed copy of a structure, in batches.
+
+For each grid element ``g`` the copy ``g x`` has its positions and cell mapped by
+``g``. Neighbour lists are computed once for ``x``: the pairs within the cutoff of
+``g x`` are the same, so each copy keeps the pair list and recomputes the pair
+vectors ``r_j - r_i + S cell`` from its own (differentiable) positions and cell.
+Conservative forces and stress come from one backward pass through a strain
+``eps``: ``F = -dE/dr``, ``sigma = (1/V) dE/d eps``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
 import torch
+from metatensor.torch import TensorBlock
 from metatomic.torch import ModelOutput, System
 
-from equiscope import Grid
+from equiscope import Grid, SpectrumAccumulator
 
-__all__ = ["OrbitResponses", "orbit_responses", "transformed_system"]
+from .models import LoadedModel
+
+__all__ = ["OrbitResult", "OutputKind", "evaluate_orbit", "transformed_system"]
 
 
 def transformed_system(system: System, matrix: torch.Tensor) -> System:
@@ -23,69 +34,189 @@ def transformed_system(system: System, matrix: torch.Tensor) -> System:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class OutputKind:
+    """How an output transforms: ``irrep`` is ``"scalar"``, ``"vector"``,
+    ``"rank2"`` or ``(lambda, sigma)``; per-structure extensive outputs (energies)
+    are reported per atom."""
+
+    irrep: object
+    per_structure: bool
+    extensive: bool
+
+
 @dataclasses.dataclass
-class OrbitResponses:
-    """Responses of one structure on a grid, float64, in the direct frame.
+class OrbitResult:
+    """Direct-frame responses ``{name: [n_grid, samples, ..., components]}``, their
+    kinds, and the streamed spectra of hidden layers ``{path: Spectrum}``."""
 
-    ``energy`` ``[n_grid]``, ``forces`` ``[n_grid, atoms, 3]`` (conservative, from
-    autograd), and ``features`` ``{path: [n_grid, samples, channels]}``.
-    """
-
-    energy: torch.Tensor
-    forces: torch.Tensor | None
-    features: dict[str, torch.Tensor]
+    responses: dict[str, torch.Tensor]
+    kinds: dict[str, OutputKind]
+    layers: dict[str, object]
 
 
-def orbit_responses(
-    model: torch.nn.Module,
+def _neighbor_template(model: LoadedModel, system: System):
+    from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+    requests = model.requested_neighbor_lists()
+    if not requests:
+        return []
+    with_lists = get_system_with_neighbor_lists(system, requests)
+    return [(options, with_lists.get_neighbor_list(options)) for options in requests]
+
+
+def _attach_neighbors(system: System, template) -> None:
+    for options, block in template:
+        samples = block.samples.values
+        first, second = samples[:, 0].long(), samples[:, 1].long()
+        shifts = samples[:, 2:5].to(system.positions.dtype)
+        vectors = (
+            system.positions[second] - system.positions[first] + shifts @ system.cell
+        )
+        system.add_neighbor_list(
+            options,
+            TensorBlock(
+                values=vectors.reshape(-1, 3, 1),
+                samples=block.samples,
+                components=block.components,
+                properties=block.properties,
+            ),
+        )
+
+
+def _sample_kind(model: LoadedModel, name: str) -> str:
+    """Energies are audited per structure (models declaring per-atom energies can
+    also give totals); other outputs as declared."""
+    if name.split("/")[0] == "energy":
+        return "system"
+    return model.outputs[name].sample_kind
+
+
+def _irrep(name: str, key, block) -> object:
+    names = [c.names[0] for c in block.components]
+    if names == []:
+        return "scalar"
+    if names == ["xyz"]:
+        return "vector"
+    if names == ["xyz_1", "xyz_2"]:
+        return "rank2"
+    if names == ["o3_mu"] and "o3_lambda" in key.names and "o3_sigma" in key.names:
+        return (int(key["o3_lambda"]), int(key["o3_sigma"]))
+    raise ValueError(
+        f"cannot determine how output '{name}' transforms: block components {names} "
+        "are neither Cartesian (xyz, xyz_1/xyz_2) nor spherical (o3_mu with "
+        "o3_lambda/o3_sigma keys)"
+    )
+
+
+def _split_copies(values: torch.Tensor, samples, n_copies: int) -> torch.Tensor:
+    """``[rows, ...]`` ordered by system -> ``[n_copies, rows / n_copies, ...]``."""
+    systems = samples.column("system") if "system" in samples.names else None
+    if systems is not None:
+        order = torch.argsort(systems, stable=True)
+        values = values[order]
+    if values.shape[0] % n_copies:
+        raise ValueError("model returned a different number of samples per copy")
+    return values.reshape(n_copies, values.shape[0] // n_copies, *values.shape[1:])
+
+
+def _parse_tensormap(name, tensor, n_copies, responses, kinds, per_structure):
+    several = len(tensor.keys) > 1
+    for key, block in tensor.items():
+        label = name
+        if several:
+            label += "[" + ",".join(f"{n}={int(key[n])}" for n in key.names) + "]"
+        irrep = _irrep(name, key, block)
+        values = _split_copies(block.values.detach(), block.samples, n_copies)
+        # [copies, rows, *components, properties] -> [copies, rows, properties, *comps]
+        values = values.movedim(-1, 2)
+        responses.setdefault(label, []).append(values.to(torch.float64))
+        kinds[label] = OutputKind(irrep, per_structure, per_structure)
+
+
+def evaluate_orbit(
+    model: LoadedModel,
     system: System,
     grid: Grid,
     *,
-    forces: bool = True,
-    features: tuple[str, ...] = (),
+    outputs: list[str],
+    forces: bool = False,
+    stress: bool = False,
+    layers: list[str] = (),
+    max_lambda: int | None = None,
     batch_size: int = 32,
-    neighbor_lists=None,
-) -> OrbitResponses:
-    """Evaluate ``model`` (a metatomic model module) on ``{g_i x}``.
-
-    ``batch_size`` transformed copies go through the model in one call; neighbour
-    lists are rebuilt for every copy with ``neighbor_lists(system)`` (default:
-    metatrain's ``get_system_with_neighbor_lists``).
-    """
-    if neighbor_lists is None:
-        from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
-
-        requests = model.requested_neighbor_lists()
-
-        def neighbor_lists(s):
-            return get_system_with_neighbor_lists(s, requests)
-
-    outputs = {"energy": ModelOutput(sample_kind="system")}
-    for path in features:
-        outputs[f"mtt::feature::{path}"] = ModelOutput(sample_kind="atom")
-    dtype = system.positions.dtype
-    energies, all_forces = [], []
-    captured: dict[str, list[torch.Tensor]] = {path: [] for path in features}
+) -> OrbitResult:
+    """Responses of ``outputs`` (model output names), conservative ``forces`` and
+    ``stress`` (from ``energy``), and spectra of hidden ``layers`` on the orbit."""
+    dtype = model.dtype
+    system = System(
+        types=system.types,
+        positions=system.positions.to(dtype),
+        cell=system.cell.to(dtype),
+        pbc=system.pbc,
+    )
+    template = _neighbor_template(model, system)
+    gradients = forces or stress
+    requested = set(outputs) | ({"energy"} if gradients else set())
+    model_outputs = {
+        name: ModelOutput(sample_kind=_sample_kind(model, name)) for name in requested
+    }
+    for path in layers:
+        model_outputs[f"mtt::feature::{path}"] = ModelOutput(sample_kind="atom")
+    accumulators = {
+        path: SpectrumAccumulator(
+            grid, grid.exact_degree if max_lambda is None else max_lambda
+        )
+        for path in layers
+    }
+    responses: dict[str, list[torch.Tensor]] = {}
+    kinds: dict[str, OutputKind] = {}
+    volume = abs(float(torch.det(system.cell.to(torch.float64))))
+    eye = torch.eye(3, dtype=dtype)
     for start in range(0, grid.size, batch_size):
-        matrices = grid.rotations[start : start + batch_size].to(dtype)
-        copies = []
+        matrices = grid.rotations[start : start + batch_size]
+        copies, leaves, strains = [], [], []
         for matrix in matrices:
-            copy = transformed_system(system, matrix)
-            if forces:
-                copy.positions.requires_grad_(True)
-            copies.append(neighbor_lists(copy))
-        with torch.set_grad_enabled(forces):
-            result = model(copies, outputs, None)
-            energy = result["energy"].block().values.reshape(-1)
-            if forces:
-                grads = torch.autograd.grad(energy.sum(), [c.positions for c in copies])
-                all_forces.append(-torch.stack(grads).detach())
-        energies.append(energy.detach())
-        for path in features:
-            values = result[f"mtt::feature::{path}"].block().values.detach()
-            captured[path].append(values.reshape(len(copies), -1, values.shape[-1]))
-    return OrbitResponses(
-        energy=torch.cat(energies).to(torch.float64),
-        forces=torch.cat(all_forces).to(torch.float64) if forces else None,
-        features={p: torch.cat(v).to(torch.float64) for p, v in captured.items()},
+            moved = transformed_system(system, matrix)
+            positions = moved.positions.detach().requires_grad_(gradients)
+            strain = torch.zeros(3, 3, dtype=dtype, requires_grad=stress)
+            copy = System(
+                types=moved.types,
+                positions=positions @ (eye + strain),
+                cell=moved.cell @ (eye + strain),
+                pbc=moved.pbc,
+            )
+            _attach_neighbors(copy, template)
+            copies.append(copy)
+            leaves.append(positions)
+            strains.append(strain)
+        with torch.set_grad_enabled(gradients):
+            result = model.evaluate(copies, model_outputs)
+            if gradients:
+                energy = result["energy"].block().values.sum()
+                inputs = (leaves if forces else []) + (strains if stress else [])
+                grads = torch.autograd.grad(energy, inputs)
+        n = len(copies)
+        for name in outputs:
+            per_structure = _sample_kind(model, name) == "system"
+            _parse_tensormap(name, result[name], n, responses, kinds, per_structure)
+        if forces:
+            values = -torch.stack(grads[:n]).detach().to(torch.float64)
+            responses.setdefault("forces", []).append(values)
+            kinds["forces"] = OutputKind("vector", False, False)
+        if stress:
+            values = torch.stack(grads[-n:]).detach().to(torch.float64) / volume
+            responses.setdefault("stress", []).append(values)
+            kinds["stress"] = OutputKind("rank2", True, False)
+        for path in layers:
+            block = result[f"mtt::feature::{path}"].block()
+            values = _split_copies(block.values.detach(), block.samples, n)
+            accumulators[path].add(values, start)
+    return OrbitResult(
+        responses={name: torch.cat(parts) for name, parts in responses.items()},
+        kinds=kinds,
+        layers={
+            path: acc.spectrum(completeness_rtol=1.0)
+            for path, acc in accumulators.items()
+        },
     )

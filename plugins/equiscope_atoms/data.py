@@ -1,0 +1,104 @@
+"""Read structures to audit with ASE, check them, and keep their reference labels."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["DataError", "Structure", "read_structures"]
+
+
+class DataError(ValueError):
+    """The data file is missing, unreadable, empty or holds invalid structures."""
+
+
+@dataclasses.dataclass
+class Structure:
+    """One structure, as a metatomic ``System``, with optional reference labels
+    (energy in eV, forces in eV/A, stress in eV/A^3, ASE's sign convention)."""
+
+    system: object
+    index: int
+    energy: float | None = None
+    forces: torch.Tensor | None = None
+    stress: torch.Tensor | None = None
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.system)
+
+    @property
+    def periodic(self) -> bool:
+        return (
+            bool(self.system.pbc.all()) and abs(float(torch.det(self.system.cell))) > 0
+        )
+
+
+def _labels(atoms):
+    results = dict(getattr(atoms.calc, "results", {}) or {})
+    energy = results.get("energy", atoms.info.get("energy"))
+    forces = results.get("forces", atoms.arrays.get("forces"))
+    stress = results.get("stress", atoms.info.get("stress"))
+    if stress is not None:
+        stress = np.asarray(stress, dtype=np.float64)
+        if stress.shape == (6,):
+            xx, yy, zz, yz, xz, xy = stress
+            stress = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+        stress = torch.tensor(stress.reshape(3, 3))
+    if forces is not None:
+        forces = torch.tensor(np.asarray(forces, dtype=np.float64))
+    return (None if energy is None else float(energy)), forces, stress
+
+
+def read_structures(
+    path: str | Path,
+    *,
+    atomic_types: list[int] | None = None,
+    limit: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> list[Structure]:
+    """Read every frame ASE can read from ``path``; raise :class:`DataError` naming
+    the file and frame on empty data, NaN positions or unsupported atom types."""
+    import ase.io
+    from metatomic.torch import systems_to_torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist")
+    try:
+        frames = ase.io.read(str(path), index=":")
+    except Exception as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise DataError(
+            f"data file {path} could not be read by ASE ({type(error).__name__}: "
+            f"{message[:160]})"
+        ) from None
+    if not isinstance(frames, list):
+        frames = [frames]
+    if limit is not None:
+        frames = frames[:limit]
+    if len(frames) == 0:
+        raise DataError(f"data file {path} holds no structures")
+    structures = []
+    for index, atoms in enumerate(frames):
+        where = f"{path} frame {index}"
+        if len(atoms) == 0:
+            raise DataError(f"{where} has no atoms")
+        if not np.isfinite(atoms.positions).all():
+            raise DataError(f"{where} has NaN or infinite positions")
+        if not np.isfinite(atoms.cell.array).all():
+            raise DataError(f"{where} has a NaN or infinite cell")
+        if atomic_types is not None:
+            unknown = sorted(set(atoms.numbers.tolist()) - set(atomic_types))
+            if unknown:
+                raise DataError(
+                    f"{where} has atomic types {unknown} that the model does not know "
+                    f"(it knows {sorted(atomic_types)})"
+                )
+        energy, forces, stress = _labels(atoms)
+        system = systems_to_torch(atoms, dtype=dtype)
+        structures.append(Structure(system, index, energy, forces, stress))
+    return structures

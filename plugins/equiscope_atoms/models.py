@@ -1,0 +1,116 @@
+"""Load a model to audit: an exported metatomic ``.pt`` or a metatrain ``.ckpt``.
+
+Both become a :class:`LoadedModel` with one calling convention, the declared
+outputs, the atomic types, the dtype, and (for checkpoints evaluated in Python)
+the hidden layers whose features can be captured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import torch
+from metatomic.torch import ModelEvaluationOptions, ModelOutput
+
+__all__ = ["LoadedModel", "ModelLoadError", "load_model", "wrap_model"]
+
+_SKIPPED_PREFIXES = ("mtt::aux::", "mtt::feature::", "feature", "o3::")  # "feature(s)"
+
+
+class ModelLoadError(ValueError):
+    """The model file is missing, unreadable or not a metatomic/metatrain model."""
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model with a uniform ``evaluate(systems, outputs)``."""
+
+    module: torch.nn.Module
+    exported: bool
+    outputs: dict[str, ModelOutput]
+    atomic_types: list[int]
+    dtype: torch.dtype
+    length_unit: str
+    source: str
+
+    def requested_neighbor_lists(self):
+        return self.module.requested_neighbor_lists()
+
+    @property
+    def layers(self) -> list[str]:
+        """Capturable hidden layers: PET's node and edge tokens of every GNN layer."""
+        if self.exported:
+            return []
+        backend = getattr(self.module, "backend", None)
+        layers = getattr(backend, "gnn_layers", None)
+        if layers is None:
+            return []
+        return [
+            f"gnn_layers.{i}_{kind}"
+            for i in range(len(layers))
+            for kind in ("node", "edge")
+        ]
+
+    def evaluate(self, systems, outputs: dict[str, ModelOutput]):
+        if self.exported:
+            options = ModelEvaluationOptions(
+                length_unit=self.length_unit, outputs=outputs
+            )
+            return self.module(systems, options, check_consistency=False)
+        return self.module(systems, outputs)
+
+    def auditable_outputs(self) -> list[str]:
+        return [n for n in self.outputs if not n.startswith(_SKIPPED_PREFIXES)]
+
+
+def wrap_model(module, *, source: str = "<in memory>") -> LoadedModel:
+    """A :class:`LoadedModel` from an ``AtomisticModel`` or a metatrain model object."""
+    from metatomic.torch import AtomisticModel
+
+    if isinstance(module, AtomisticModel) or hasattr(module, "capabilities"):
+        capabilities = module.capabilities()
+        return LoadedModel(
+            module=module,
+            exported=True,
+            outputs=dict(capabilities.outputs),
+            atomic_types=list(capabilities.atomic_types),
+            dtype=getattr(torch, capabilities.dtype or "float64"),
+            length_unit=capabilities.length_unit or "angstrom",
+            source=source,
+        )
+    outputs = getattr(module, "outputs", None)
+    info = getattr(module, "dataset_info", None)
+    if outputs is None or info is None:
+        raise ModelLoadError(f"{source}: not a metatomic or metatrain model")
+    parameter = next(module.parameters(), None)
+    return LoadedModel(
+        module=module.eval(),
+        exported=False,
+        outputs=dict(outputs),
+        atomic_types=list(info.atomic_types),
+        dtype=parameter.dtype if parameter is not None else torch.float64,
+        length_unit=info.length_unit or "angstrom",
+        source=source,
+    )
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Load ``path`` (``.pt`` exported model or ``.ckpt`` metatrain checkpoint)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from metatrain.utils.io import load_model as metatrain_load
+
+            module = metatrain_load(str(path))
+    except Exception as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ModelLoadError(
+            f"model file {path} could not be loaded as a metatomic .pt or metatrain "
+            f".ckpt ({type(error).__name__}: {first_line[:160]})"
+        ) from None
+    return wrap_model(module, source=str(path))
