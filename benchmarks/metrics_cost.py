@@ -69,9 +69,7 @@ def main():
     system = systems_to_torch(atoms, dtype=torch.float32)
     model = tiny_pet([29], dtype=torch.float32)
     probe = eq.grid("random", n=64, seed=0)
-    orbit_responses(
-        model, system, eq.grid("random", n=8, seed=1), forces=False
-    )  # warm up
+    orbit_responses(model, system, eq.grid("random", n=8, seed=1), forces=False)  # warm up
     seconds, responses = timed(
         lambda: orbit_responses(
             model, system, probe, forces=False, features=("gnn_layers.1_node",)
@@ -93,17 +91,14 @@ def main():
     features = torch.randn(grid.size, N_SAMPLES, N_CHANNELS, generator=generator)
     spectrum_seconds, _ = timed(lambda: eq.sector_norms(features, grid, MAX_LAMBDA), 2)
     vectors = torch.randn(grid.size, N_SAMPLES, 3, generator=generator)
-    variance_seconds, _ = timed(
-        lambda: eq.equivariance_variance(vectors, grid, "vector"), 2
-    )
+    variance_seconds, _ = timed(lambda: eq.equivariance_variance(vectors, grid, "vector"), 2)
     metrics_seconds = spectrum_seconds + variance_seconds
     print(
         f"spectrum B (lambda <= {MAX_LAMBDA}), {grid.size} x {N_SAMPLES} x "
         f"{N_CHANNELS}: {spectrum_seconds:.2f} s"
     )
     print(
-        f"variance A^2 of a vector per sample, {grid.size} x {N_SAMPLES}: "
-        f"{variance_seconds:.3f} s"
+        f"variance A^2 of a vector per sample, {grid.size} x {N_SAMPLES}: {variance_seconds:.3f} s"
     )
     ratio = metrics_seconds / model_seconds
     print(

@@ -52,9 +52,7 @@ def main(output: str = "grids_and_spectra.png") -> None:
     left.set_xlim(0.5, 14)
 
     grid = eq.grid("lebedev", degree=8, inversion=True)
-    points = torch.randn(
-        200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
-    )
+    points = torch.randn(200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     points = points / points.norm(dim=1, keepdim=True)
     x, y, z = torch.einsum("nab,pb->npa", grid.rotations, points).unbind(-1)
     functions = {"1": torch.ones_like(x), "x": x, "xy": x * y, "xyz": x * y * z}
@@ -62,9 +60,7 @@ def main(output: str = "grids_and_spectra.png") -> None:
     for offset, (name, u) in enumerate(functions.items()):
         spec = eq.spectrum(u, grid, max_lambda=4)
         norms = {k: v / points.shape[0] for k, v in spec.items() if v > 1e-12}
-        print(
-            f"  {name:<4}", {eq.sector_label(k): round(v, 6) for k, v in norms.items()}
-        )
+        print(f"  {name:<4}", {eq.sector_label(k): round(v, 6) for k, v in norms.items()})
         sectors = list(spec)
         right.bar(
             [i + 0.2 * offset for i in range(len(sectors))],

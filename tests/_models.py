@@ -56,14 +56,10 @@ class PlantedAnisotropy(torch.nn.Module):
                 values=torch.cat(energies),
                 samples=Labels(
                     "system",
-                    torch.arange(len(systems), dtype=torch.int32, device=device)[
-                        :, None
-                    ],
+                    torch.arange(len(systems), dtype=torch.int32, device=device)[:, None],
                 ),
                 components=[],
-                properties=Labels(
-                    "energy", torch.zeros(1, 1, dtype=torch.int32, device=device)
-                ),
+                properties=Labels("energy", torch.zeros(1, 1, dtype=torch.int32, device=device)),
             )
             result["energy"] = TensorMap(
                 Labels("_", torch.zeros(1, 1, dtype=torch.int32, device=device)),
@@ -95,9 +91,7 @@ def atomistic(module: torch.nn.Module) -> AtomisticModel:
     capabilities = ModelCapabilities(
         outputs={
             "energy": ModelOutput(unit="eV", sample_kind="system"),
-            "non_conservative_force": ModelOutput(
-                unit="eV/Angstrom", sample_kind="atom"
-            ),
+            "non_conservative_force": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
         },
         atomic_types=[1, 6, 8],
         interaction_range=10.0,

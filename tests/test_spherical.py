@@ -42,14 +42,10 @@ def test_vector_order_and_round_trip(generator):
 
 
 def stress_tensormap(values):
-    xyz = [
-        Labels(f"xyz_{i}", torch.arange(3, dtype=torch.int32)[:, None]) for i in (1, 2)
-    ]
+    xyz = [Labels(f"xyz_{i}", torch.arange(3, dtype=torch.int32)[:, None]) for i in (1, 2)]
     block = TensorBlock(
         values=values[..., None],
-        samples=Labels(
-            "system", torch.arange(values.shape[0], dtype=torch.int32)[:, None]
-        ),
+        samples=Labels("system", torch.arange(values.shape[0], dtype=torch.int32)[:, None]),
         components=xyz,
         properties=Labels("stress", torch.zeros(1, 1, dtype=torch.int32)),
     )

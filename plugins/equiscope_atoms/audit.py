@@ -47,15 +47,11 @@ def expected_sectors(irrep, group: eq.Group) -> set:
     return {sector(*irrep)}
 
 
-def _choose_outputs(
-    model: LoadedModel, requested, structures
-) -> tuple[list, bool, bool]:
+def _choose_outputs(model: LoadedModel, requested, structures) -> tuple[list, bool, bool]:
     available = model.auditable_outputs()
     has_energy = "energy" in available
     periodic = all(s.periodic for s in structures)
-    derived = (["forces"] if has_energy else []) + (
-        ["stress"] if has_energy and periodic else []
-    )
+    derived = (["forces"] if has_energy else []) + (["stress"] if has_energy and periodic else [])
     if requested is None:
         requested = available + derived
     unknown = [n for n in requested if n not in available + derived]
@@ -103,12 +99,8 @@ class _OutputStats:
         self.sum_value2 += float(responses.square().sum()) / scale / responses.shape[0]
         self.value_entries += entries
         sectors, norms = eq.sector_norms(responses, grid, max_lambda)
-        for sector, value in zip(
-            sectors, norms.reshape(len(sectors), -1).sum(1), strict=True
-        ):
-            self.sector_norms[sector] = self.sector_norms.get(sector, 0.0) + float(
-                value
-            )
+        for sector, value in zip(sectors, norms.reshape(len(sectors), -1).sum(1), strict=True):
+            self.sector_norms[sector] = self.sector_norms.get(sector, 0.0) + float(value)
         if reference is not None:
             reference = reference.reshape(responses.shape[1:])
             errors = eq.error_decomposition(responses, reference, grid, kind.irrep)
@@ -126,9 +118,7 @@ class _OutputStats:
 
     def summary(self, grid: eq.Grid, dtype: torch.dtype) -> dict:
         total = sum(self.sector_norms.values())
-        fractions = {
-            k: (v / total if total > 0 else 0.0) for k, v in self.sector_norms.items()
-        }
+        fractions = {k: (v / total if total > 0 else 0.0) for k, v in self.sector_norms.items()}
         expected = expected_sectors(self.kind.irrep, grid.group)
         breaking = sorted(
             ((k, v) for k, v in fractions.items() if k not in expected),
@@ -136,9 +126,7 @@ class _OutputStats:
         )
         rms = math.sqrt(self.sum_value2 / max(self.value_entries, 1))
         out = {
-            "irrep": self.kind.irrep
-            if isinstance(self.kind.irrep, str)
-            else list(self.kind.irrep),
+            "irrep": self.kind.irrep if isinstance(self.kind.irrep, str) else list(self.kind.irrep),
             "per_atom": self.kind.extensive,
             "equivariance_rmse": self.rmse,
             "noise_floor": torch.finfo(dtype).eps * rms,
@@ -149,17 +137,13 @@ class _OutputStats:
             "per_structure_equivariance": self.per_structure,
         }
         if self.error_entries:
-            rmse = {
-                k: math.sqrt(v / self.error_entries) for k, v in self.errors.items()
-            }
+            rmse = {k: math.sqrt(v / self.error_entries) for k, v in self.errors.items()}
             out["accuracy"] = {
                 "oriented_rmse": rmse["oriented"],
                 "symmetrized_rmse": rmse["symmetrized"],
                 "equivariance_rmse": rmse["equivariance"],
                 "identity_residual": abs(
-                    rmse["oriented"] ** 2
-                    - rmse["symmetrized"] ** 2
-                    - rmse["equivariance"] ** 2
+                    rmse["oriented"] ** 2 - rmse["symmetrized"] ** 2 - rmse["equivariance"] ** 2
                 )
                 / max(rmse["oriented"] ** 2, 1e-300),
             }
@@ -195,9 +179,7 @@ def _run(
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(
-            structures, desc=f"audit on {grid.name} ({grid.size})", unit="struct"
-        )
+        iterator = tqdm(structures, desc=f"audit on {grid.name} ({grid.size})", unit="struct")
     for structure in iterator:
         result = evaluate_orbit(
             model,
@@ -259,15 +241,11 @@ def audit(
     unknown_layers = [p for p in layers if p not in model.layers]
     if unknown_layers:
         offered = ", ".join(model.layers) or "none (exported models run in TorchScript)"
-        raise AuditOptionError(
-            f"unknown layer(s) {', '.join(unknown_layers)}; offered: {offered}"
-        )
+        raise AuditOptionError(f"unknown layer(s) {', '.join(unknown_layers)}; offered: {offered}")
     probe = structures[: max(1, convergence_structures)]
 
     def rmse_on(g):
-        s, _, _ = _run(
-            model, probe, g, outputs, forces, stress, [], 0, batch_size, False
-        )
+        s, _, _ = _run(model, probe, g, outputs, forces, stress, [], 0, batch_size, False)
         return {name: st.rmse for name, st in s.items()}
 
     history = []

@@ -32,9 +32,7 @@ class Structure:
 
     @property
     def periodic(self) -> bool:
-        return (
-            bool(self.system.pbc.all()) and abs(float(torch.det(self.system.cell))) > 0
-        )
+        return bool(self.system.pbc.all()) and abs(float(torch.det(self.system.cell))) > 0
 
 
 def _labels(atoms):
@@ -73,8 +71,7 @@ def read_structures(
     except Exception as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise DataError(
-            f"data file {path} could not be read by ASE ({type(error).__name__}: "
-            f"{message[:160]})"
+            f"data file {path} could not be read by ASE ({type(error).__name__}: {message[:160]})"
         ) from None
     if not isinstance(frames, list):
         frames = [frames]

@@ -47,17 +47,13 @@ def run_demo(output: Path, *, n_structures: int = 2, seed: int = 0) -> dict:
     squared = {"energy": [], "forces": [], "forces_coarse": []}
     energy_floor, force_floor, n_atoms = [], [], []
     layer_norms: dict[str, dict] = {path: {} for path in ("energy", *LAYERS)}
-    for system in tqdm(
-        _structures(n_structures, seed), desc="structures", unit="struct"
-    ):
+    for system in tqdm(_structures(n_structures, seed), desc="structures", unit="struct"):
         fine = orbit_responses(model, system, grid, features=LAYERS)
         rough = orbit_responses(model, system, coarse)
         n_atoms.append(len(system))
         squared["energy"].append(eq.equivariance_variance(fine.energy, grid, "scalar"))
         squared["forces"].append(eq.equivariance_variance(fine.forces, grid, "vector"))
-        squared["forces_coarse"].append(
-            eq.equivariance_variance(rough.forces, coarse, "vector")
-        )
+        squared["forces_coarse"].append(eq.equivariance_variance(rough.forces, coarse, "vector"))
         energy_floor.append(eq.noise_floor(fine.energy, torch.float32) / len(system))
         force_floor.append(eq.noise_floor(fine.forces, torch.float32))
         responses = {"energy": fine.energy, **fine.features}

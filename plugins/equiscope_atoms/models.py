@@ -47,17 +47,11 @@ class LoadedModel:
         layers = getattr(backend, "gnn_layers", None)
         if layers is None:
             return []
-        return [
-            f"gnn_layers.{i}_{kind}"
-            for i in range(len(layers))
-            for kind in ("node", "edge")
-        ]
+        return [f"gnn_layers.{i}_{kind}" for i in range(len(layers)) for kind in ("node", "edge")]
 
     def evaluate(self, systems, outputs: dict[str, ModelOutput]):
         if self.exported:
-            options = ModelEvaluationOptions(
-                length_unit=self.length_unit, outputs=outputs
-            )
+            options = ModelEvaluationOptions(length_unit=self.length_unit, outputs=outputs)
             return self.module(systems, options, check_consistency=False)
         return self.module(systems, outputs)
 

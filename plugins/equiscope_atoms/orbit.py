@@ -70,9 +70,7 @@ def _attach_neighbors(system: System, template) -> None:
         samples = block.samples.values
         first, second = samples[:, 0].long(), samples[:, 1].long()
         shifts = samples[:, 2:5].to(system.positions.dtype)
-        vectors = (
-            system.positions[second] - system.positions[first] + shifts @ system.cell
-        )
+        vectors = system.positions[second] - system.positions[first] + shifts @ system.cell
         system.add_neighbor_list(
             options,
             TensorBlock(
@@ -158,15 +156,11 @@ def evaluate_orbit(
     template = _neighbor_template(model, system)
     gradients = forces or stress
     requested = set(outputs) | ({"energy"} if gradients else set())
-    model_outputs = {
-        name: ModelOutput(sample_kind=_sample_kind(model, name)) for name in requested
-    }
+    model_outputs = {name: ModelOutput(sample_kind=_sample_kind(model, name)) for name in requested}
     for path in layers:
         model_outputs[f"mtt::feature::{path}"] = ModelOutput(sample_kind="atom")
     accumulators = {
-        path: SpectrumAccumulator(
-            grid, grid.exact_degree if max_lambda is None else max_lambda
-        )
+        path: SpectrumAccumulator(grid, grid.exact_degree if max_lambda is None else max_lambda)
         for path in layers
     }
     responses: dict[str, list[torch.Tensor]] = {}
@@ -215,8 +209,5 @@ def evaluate_orbit(
     return OrbitResult(
         responses={name: torch.cat(parts) for name, parts in responses.items()},
         kinds=kinds,
-        layers={
-            path: acc.spectrum(completeness_rtol=1.0)
-            for path, acc in accumulators.items()
-        },
+        layers={path: acc.spectrum(completeness_rtol=1.0) for path, acc in accumulators.items()},
     )

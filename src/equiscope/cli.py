@@ -31,17 +31,12 @@ def _grid_command(args) -> int:
     except ValueError as error:
         raise BadInput(str(error)) from None
     print(f"grid {g.name} on {g.group.name}: {g.size} elements")
-    print(
-        f"  averages out exactly: lambda in {list(g.averages_out)} "
-        f"(checked to {g.check_degree})"
-    )
+    print(f"  averages out exactly: lambda in {list(g.averages_out)} (checked to {g.check_degree})")
     print(
         f"  mean exact to lambda={g.mean_exact_degree}; products (A, B) exact to "
         f"lambda={g.exact_degree}"
     )
-    print(
-        f"  weights: min {float(g.weights.min()):.3e}, max {float(g.weights.max()):.3e}"
-    )
+    print(f"  weights: min {float(g.weights.min()):.3e}, max {float(g.weights.max()):.3e}")
     return 0
 
 

@@ -65,9 +65,7 @@ _VECTOR_ORDER = [1, 2, 0]  # (x, y, z) -> (y, z, x)
 _VECTOR_INVERSE = [2, 0, 1]
 
 
-def cartesian_to_spherical(
-    values: torch.Tensor, rank: int
-) -> dict[Sector, torch.Tensor]:
+def cartesian_to_spherical(values: torch.Tensor, rank: int) -> dict[Sector, torch.Tensor]:
     """Split ``values`` (``[...]``, ``[..., 3]`` or ``[..., 3, 3]`` for rank 0, 1, 2)
     into ``{(lambda, sigma): [..., 2 lambda + 1]}``."""
     values = torch.as_tensor(values)
@@ -75,26 +73,19 @@ def cartesian_to_spherical(
         return {(0, 1): values[..., None]}
     if rank == 1:
         if values.shape[-1:] != (3,):
-            raise ValueError(
-                f"a vector needs a last dimension of 3, got {tuple(values.shape)}"
-            )
+            raise ValueError(f"a vector needs a last dimension of 3, got {tuple(values.shape)}")
         return {(1, 1): values[..., _VECTOR_ORDER]}
     if rank == 2:
         if values.shape[-2:] != (3, 3):
             raise ValueError(
-                "a rank-2 tensor needs last dimensions (3, 3), got "
-                f"{tuple(values.shape)}"
+                f"a rank-2 tensor needs last dimensions (3, 3), got {tuple(values.shape)}"
             )
         flat = values.reshape(*values.shape[:-2], 9)
-        return {
-            key: flat @ basis.to(flat.dtype).T for key, basis in _rank2_basis().items()
-        }
+        return {key: flat @ basis.to(flat.dtype).T for key, basis in _rank2_basis().items()}
     raise ValueError(f"rank must be 0, 1 or 2, got {rank}")
 
 
-def spherical_to_cartesian(
-    blocks: dict[Sector, torch.Tensor], rank: int
-) -> torch.Tensor:
+def spherical_to_cartesian(blocks: dict[Sector, torch.Tensor], rank: int) -> torch.Tensor:
     """Inverse of :func:`cartesian_to_spherical`; missing sectors count as zero
     (at least one must be present)."""
     if not blocks:
@@ -107,9 +98,7 @@ def spherical_to_cartesian(
         basis = _rank2_basis()
         unknown = set(blocks) - set(basis)
         if unknown:
-            raise ValueError(
-                f"sectors {sorted(unknown)} do not occur in a rank-2 tensor"
-            )
+            raise ValueError(f"sectors {sorted(unknown)} do not occur in a rank-2 tensor")
         some = next(iter(blocks.values()))
         flat = torch.zeros(*some.shape[:-1], 9, dtype=some.dtype, device=some.device)
         for key, value in blocks.items():
@@ -126,9 +115,7 @@ def _cartesian_rank(block) -> int:
         return 1
     if names == ["xyz_1", "xyz_2"]:
         return 2
-    raise ValueError(
-        f"block components {names} are not Cartesian ('xyz' or 'xyz_1', 'xyz_2')"
-    )
+    raise ValueError(f"block components {names} are not Cartesian ('xyz' or 'xyz_1', 'xyz_2')")
 
 
 def tensormap_to_spherical(tensor):
@@ -173,10 +160,7 @@ def tensormap_to_cartesian(tensor, rank: int):
     components = {
         0: [],
         1: [Labels("xyz", torch.arange(3, dtype=torch.int32).reshape(-1, 1))],
-        2: [
-            Labels(f"xyz_{i}", torch.arange(3, dtype=torch.int32).reshape(-1, 1))
-            for i in (1, 2)
-        ],
+        2: [Labels(f"xyz_{i}", torch.arange(3, dtype=torch.int32).reshape(-1, 1)) for i in (1, 2)],
     }[rank]
     keys, blocks = [], []
     for prefix, sectors in groups.items():
@@ -194,7 +178,5 @@ def tensormap_to_cartesian(tensor, rank: int):
         )
         keys.append(list(prefix) if names else [0])
     key_names = names if names else ["_"]
-    key_values = torch.tensor(keys, dtype=torch.int32).reshape(
-        len(keys), len(key_names)
-    )
+    key_values = torch.tensor(keys, dtype=torch.int32).reshape(len(keys), len(key_names))
     return TensorMap(Labels(key_names, key_values), blocks)

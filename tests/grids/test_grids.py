@@ -92,9 +92,7 @@ def test_random_grid_is_seeded():
 def test_axial_grids(name, size):
     grid = eq.grid(name, n=7)
     assert grid.size == size
-    assert torch.allclose(
-        grid.rotations[:, 2, 2], torch.ones(size, dtype=torch.float64)
-    )
+    assert torch.allclose(grid.rotations[:, 2, 2], torch.ones(size, dtype=torch.float64))
     assert grid.exact_degree == 3
     assert set(range(1, 7)) <= set(grid.averages_out) and 7 not in grid.averages_out
 
@@ -104,9 +102,7 @@ def test_rotated_grid_keeps_exactness():
     rotation = eq.grid("random", n=1, seed=9).rotations[0]
     moved = grid.rotated(rotation)
     assert not torch.allclose(moved.rotations, grid.rotations)
-    fresh = eq.Grid(
-        "moved", moved.group, moved.rotations, moved.weights, check_degree=12
-    )
+    fresh = eq.Grid("moved", moved.group, moved.rotations, moved.weights, check_degree=12)
     assert fresh.averages_out == grid.averages_out
 
 
@@ -138,9 +134,7 @@ def test_grid_validates_its_inputs():
     group = eq.Group("SO(3)")
     eye = torch.eye(3, dtype=torch.float64)[None]
     with pytest.raises(ValueError, match="sum to 1"):
-        eq.Grid(
-            "x", group, eye, torch.tensor([0.5], dtype=torch.float64), check_degree=1
-        )
+        eq.Grid("x", group, eye, torch.tensor([0.5], dtype=torch.float64), check_degree=1)
     with pytest.raises(ValueError, match="orthogonal"):
         eq.Grid("x", group, 2 * eye, torch.ones(1, dtype=torch.float64), check_degree=1)
     with pytest.raises(ValueError, match="improper"):

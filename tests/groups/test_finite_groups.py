@@ -10,9 +10,7 @@ import equiscope as eq
 def test_closed_proper_and_distinct(name, order):
     elements = eq.finite_group(name)
     assert elements.shape == (order, 3, 3)
-    assert torch.allclose(
-        torch.linalg.det(elements), torch.ones(order, dtype=torch.float64)
-    )
+    assert torch.allclose(torch.linalg.det(elements), torch.ones(order, dtype=torch.float64))
     keys = {tuple(torch.round(m.flatten() * 1e6).tolist()) for m in elements}
     assert len(keys) == order
     products = torch.einsum("iab,jbc->ijac", elements, elements).reshape(-1, 3, 3)

@@ -42,16 +42,9 @@ def test_unresolved_metric_warns(generator):
 
 
 def test_refine_makes_finer_grids():
-    assert (
-        eq.refine(eq.grid("lebedev", degree=6, inversion=True)).parameters["degree"]
-        == 8
-    )
+    assert eq.refine(eq.grid("lebedev", degree=6, inversion=True)).parameters["degree"] == 8
     refined = eq.refine(eq.grid("icosahedral", inversion=True))
-    assert (
-        refined.name == "lebedev"
-        and refined.exact_degree > 2
-        and refined.group.name == "O(3)"
-    )
+    assert refined.name == "lebedev" and refined.exact_degree > 2 and refined.group.name == "O(3)"
     assert eq.refine(eq.grid("random", n=10)).size == 20
     assert eq.refine(eq.grid("so2", n=5)).size == 10
 

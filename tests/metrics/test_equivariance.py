@@ -31,9 +31,7 @@ def test_equivariant_vector_has_zero_variance(o3_grid, generator):
     assert a2.shape == (6,)
     assert float(a2.max()) < 1e-28
     spherical = forces[..., [1, 2, 0]]
-    assert (
-        float(eq.equivariance_variance(spherical, o3_grid, irrep=(1, 1)).max()) < 1e-28
-    )
+    assert float(eq.equivariance_variance(spherical, o3_grid, irrep=(1, 1)).max()) < 1e-28
 
 
 @pytest.mark.parametrize("irrep", ["vector", (1, 1)])
@@ -44,9 +42,7 @@ def test_constant_bias_gives_its_squared_norm(o3_grid, generator, irrep):
     if irrep != "vector":
         forces = forces[..., [1, 2, 0]]
     a2 = eq.equivariance_variance(forces, o3_grid, irrep=irrep)
-    assert torch.allclose(
-        a2, torch.full_like(a2, float(bias @ bias)), atol=1e-13, rtol=0
-    )
+    assert torch.allclose(a2, torch.full_like(a2, float(bias @ bias)), atol=1e-13, rtol=0)
     # Pi removes the bias and keeps the equivariant part exactly
     projected = eq.symmetrize(forces, o3_grid, irrep=irrep)
     expected = pair_field(atoms)
@@ -74,9 +70,7 @@ def test_rank2_tensor_with_planted_uniaxial_part(o3_grid, generator):
     d = positions[..., None, :, :] - positions[..., :, None, :]
     stress = torch.einsum("...ija,...ijb->...ab", d, d)  # equivariant
     assert float(eq.equivariance_variance(stress, o3_grid, irrep="rank2").max()) < 1e-24
-    planted = stress + c * torch.diag(
-        torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
-    )
+    planted = stress + c * torch.diag(torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
     a2 = eq.equivariance_variance(planted, o3_grid, irrep="rank2")
     assert float(a2) == pytest.approx(2 * c**2 / 3, rel=1e-12)
 
@@ -97,17 +91,13 @@ def test_error_identity(o3_grid, generator):
     )
     assert float(errors["equivariance"].min()) > 1e-3
     projected = eq.symmetrize(prediction, o3_grid, irrep="vector")
-    assert torch.allclose(
-        errors["symmetrized"], (projected - reference).square().sum(-1)
-    )
+    assert torch.allclose(errors["symmetrized"], (projected - reference).square().sum(-1))
 
 
 def test_pooled_rmse_and_noise_floor():
     squared = torch.tensor([4.0, 16.0], dtype=torch.float64)
     assert eq.pooled_rmse(squared, n_components=2) == pytest.approx(math.sqrt(20 / 4))
-    assert eq.pooled_rmse(squared, n_atoms=[2, 4]) == pytest.approx(
-        math.sqrt((1 + 1) / 2)
-    )
+    assert eq.pooled_rmse(squared, n_atoms=[2, 4]) == pytest.approx(math.sqrt((1 + 1) / 2))
     values = torch.tensor([3.0, -3.0, 3.0, -3.0])
     assert eq.noise_floor(values, torch.float32) == pytest.approx(3 * 2.0**-23)
     with pytest.raises(ValueError, match="n_atoms"):
@@ -161,6 +151,4 @@ def test_bad_input(o3_grid, shape, irrep, message):
 
 def test_reference_shape_checked(o3_grid):
     with pytest.raises(ValueError, match="reference has shape"):
-        eq.error_decomposition(
-            torch.zeros(684, 2, 3), torch.zeros(3, 3), o3_grid, "vector"
-        )
+        eq.error_decomposition(torch.zeros(684, 2, 3), torch.zeros(3, 3), o3_grid, "vector")

@@ -77,9 +77,7 @@ def test_o2_reflections_split_the_trivial_mode(generator):
     grid = eq.grid("o2", n=9)
     rotated = orbit(unit_points(4, generator), grid.rotations)
     phi = torch.atan2(rotated[..., 1], rotated[..., 0])
-    odd = torch.sin(3 * phi) * torch.sin(
-        phi
-    )  # even under phi -> -phi: cos 2 phi, cos 4 phi
+    odd = torch.sin(3 * phi) * torch.sin(phi)  # even under phi -> -phi: cos 2 phi, cos 4 phi
     spec = eq.spectrum(odd, grid, max_lambda=4)
     assert spec[(2, 0)] + spec[(4, 0)] == pytest.approx(spec.total, rel=1e-12)
     sign = torch.sin(3 * phi)  # odd under reflection, m = 3
@@ -95,9 +93,7 @@ def test_independent_of_batch_shape_and_ordering(o3_grid, generator):
     full = eq.spectrum(u, o3_grid, max_lambda=4)
     halves = [eq.spectrum(part, o3_grid, max_lambda=4) for part in u.split(6, dim=1)]
     for sector in full:
-        assert full[sector] == pytest.approx(
-            sum(h[sector] for h in halves), rel=1e-12, abs=1e-14
-        )
+        assert full[sector] == pytest.approx(sum(h[sector] for h in halves), rel=1e-12, abs=1e-14)
     reshaped = eq.spectrum(u.reshape(-1, 3, 4), o3_grid, max_lambda=4)
     permutation = torch.randperm(o3_grid.size, generator=generator)
     shuffled_grid = eq.Grid(

@@ -45,13 +45,9 @@ def _lebedev(degree: int, inversion: bool, n_inplane: int | None) -> Grid:
     )
 
     if not 1 <= degree <= _MAX_LEBEDEV_DEGREE:
-        raise ValueError(
-            f"lebedev degree must be in 1..{_MAX_LEBEDEV_DEGREE}, got {degree}"
-        )
+        raise ValueError(f"lebedev degree must be in 1..{_MAX_LEBEDEV_DEGREE}, got {degree}")
     order, default_inplane = choose_quadrature(degree)
-    n_inplane = (
-        default_inplane if n_inplane is None else _positive("n_inplane", n_inplane)
-    )
+    n_inplane = default_inplane if n_inplane is None else _positive("n_inplane", n_inplane)
     rotations, weights = get_rotation_quadrature(order, n_inplane)
     return _spherical(
         "lebedev",
@@ -91,16 +87,12 @@ def _axial(n: int, reflections: bool) -> Grid:
         weights = torch.cat([weights, weights]) / 2.0
     group = Group("O(2)" if reflections else "SO(2)")
     name = "o2" if reflections else "so2"
-    return Grid(
-        name, group, rotations, weights, check_degree=n + 1, parameters={"n": n}
-    )
+    return Grid(name, group, rotations, weights, check_degree=n + 1, parameters={"n": n})
 
 
 def _positive(option: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"grid option {option} must be a positive integer, got {value!r}"
-        )
+        raise ValueError(f"grid option {option} must be a positive integer, got {value!r}")
     return value
 
 
@@ -132,9 +124,7 @@ def grid(
         return _lebedev(_positive("degree", degree), inversion, n_inplane)
     if name in FINITE_GROUP_ORDERS:
         rotations = finite_group(name)
-        weights = torch.full(
-            (rotations.shape[0],), 1.0 / rotations.shape[0], dtype=torch.float64
-        )
+        weights = torch.full((rotations.shape[0],), 1.0 / rotations.shape[0], dtype=torch.float64)
         return _spherical(name, rotations, weights, inversion, 12)
     if name == "random":
         if n is None:

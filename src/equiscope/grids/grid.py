@@ -43,13 +43,9 @@ class Grid:
         rotations = torch.as_tensor(rotations, dtype=torch.float64)
         weights = torch.as_tensor(weights, dtype=torch.float64)
         if rotations.ndim != 3 or rotations.shape[1:] != (3, 3):
-            raise ValueError(
-                f"rotations must be [n, 3, 3], got {tuple(rotations.shape)}"
-            )
+            raise ValueError(f"rotations must be [n, 3, 3], got {tuple(rotations.shape)}")
         if weights.shape != rotations.shape[:1]:
-            raise ValueError(
-                f"weights must be [{rotations.shape[0]}], got {tuple(weights.shape)}"
-            )
+            raise ValueError(f"weights must be [{rotations.shape[0]}], got {tuple(weights.shape)}")
         if abs(float(weights.sum()) - 1.0) > 1e-12:
             raise ValueError(f"weights must sum to 1, got {float(weights.sum())}")
         self.name = name
@@ -90,9 +86,7 @@ class Grid:
             if self.group.spherical:
                 self._representations[sector] = self._spherical_representation(sector)
             else:
-                self._representations[sector] = self.group.representation(
-                    sector, self.rotations
-                )
+                self._representations[sector] = self.group.representation(sector, self.rotations)
         return self._representations[sector]
 
     def _spherical_representation(self, sector: Sector) -> torch.Tensor:
@@ -100,9 +94,7 @@ class Grid:
         # D evaluation per degree, shared by both parities
         degree, sigma = sector
         if degree not in self._wigner:
-            self._wigner[degree] = wigner_d(
-                degree, self._det[:, None, None] * self.rotations
-            )
+            self._wigner[degree] = wigner_d(degree, self._det[:, None, None] * self.rotations)
         parity = float(sigma * (-1) ** degree) if sigma else 1.0
         sign = torch.where(self._det < 0, parity, 1.0).to(torch.float64)
         return self._wigner[degree] * sign[:, None, None]
@@ -134,11 +126,7 @@ class Grid:
 
     def _exact_up_to(self, degree: int) -> bool:
         averaged = set(self.averaged_sectors)
-        return all(
-            s in averaged
-            for s in self.group.sectors(degree)
-            if s != self.trivial_sector
-        )
+        return all(s in averaged for s in self.group.sectors(degree) if s != self.trivial_sector)
 
     @functools.cached_property
     def mean_exact_degree(self) -> int:

@@ -53,9 +53,7 @@ def _key(matrix: torch.Tensor) -> tuple[int, ...]:
 @functools.cache
 def _closure(name: str) -> torch.Tensor:
     generators = _generators(name)
-    elements = {
-        _key(torch.eye(3, dtype=torch.float64)): torch.eye(3, dtype=torch.float64)
-    }
+    elements = {_key(torch.eye(3, dtype=torch.float64)): torch.eye(3, dtype=torch.float64)}
     frontier = list(elements.values())
     while frontier:
         new = []

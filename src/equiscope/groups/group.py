@@ -59,9 +59,7 @@ class Group:
         out: list[Sector] = []
         for degree in range(max_degree + 1):
             if self.spherical:
-                out += (
-                    [(degree, 1), (degree, -1)] if self.has_improper else [(degree, 0)]
-                )
+                out += [(degree, 1), (degree, -1)] if self.has_improper else [(degree, 0)]
             elif degree == 0:
                 out += [(0, 1), (0, -1)] if self.has_improper else [(0, 0)]
             else:

@@ -41,9 +41,7 @@ def roundoff_tolerance(grid: Grid, scale: torch.Tensor) -> torch.Tensor:
     """Bound on accumulated round-off of a weighted sum over the grid."""
     eps = torch.finfo(torch.float64).eps
     n_eps = grid.size * eps
-    return (
-        64.0 * n_eps / (1.0 - n_eps) * scale.clamp(min=torch.finfo(torch.float64).tiny)
-    )
+    return 64.0 * n_eps / (1.0 - n_eps) * scale.clamp(min=torch.finfo(torch.float64).tiny)
 
 
 def input_epsilon(responses) -> float:

@@ -40,9 +40,7 @@ def refine(grid: Grid) -> Grid:
     for random and axial grids."""
     inversion = grid.group.has_improper
     if grid.name == "lebedev":
-        return make_grid(
-            "lebedev", degree=grid.parameters["degree"] + 2, inversion=inversion
-        )
+        return make_grid("lebedev", degree=grid.parameters["degree"] + 2, inversion=inversion)
     if grid.name == "random":
         n, seed = grid.parameters["n"], grid.parameters["seed"]
         return make_grid("random", n=2 * n, seed=seed + 1, inversion=inversion)

@@ -146,9 +146,7 @@ def error_decomposition(responses, reference, grid: Grid, irrep) -> dict:
     eps = input_epsilon(responses)
     mean = torch.tensordot(grid.weights, z, dims=1)
     return {
-        "oriented": _weighted_square(
-            z, reference, grid, n_components, eps, "the oriented error"
-        ),
+        "oriented": _weighted_square(z, reference, grid, n_components, eps, "the oriented error"),
         "symmetrized": _squared_norm(mean - reference, n_components),
         "equivariance": _weighted_square(
             z, mean, grid, n_components, eps, "the equivariance error"
@@ -169,9 +167,7 @@ def pooled_rmse(squared, n_components: int = 1, n_atoms=None) -> float:
     if n_atoms is not None:
         n_atoms = torch.as_tensor(n_atoms, dtype=torch.float64).reshape(-1)
         if n_atoms.shape != squared.shape or bool((n_atoms <= 0).any()):
-            raise ValueError(
-                f"n_atoms must hold one positive count per sample ({squared.numel()})"
-            )
+            raise ValueError(f"n_atoms must hold one positive count per sample ({squared.numel()})")
         squared = squared / n_atoms.square()
     return math.sqrt(float(squared.sum()) / (squared.numel() * n_components))
 

@@ -72,14 +72,8 @@ class Spectrum(dict):
 
 
 def _check_degree(max_degree, grid: Grid) -> int:
-    if (
-        isinstance(max_degree, bool)
-        or not isinstance(max_degree, int)
-        or max_degree < 0
-    ):
-        raise ValueError(
-            f"max_lambda must be a non-negative integer, got {max_degree!r}"
-        )
+    if isinstance(max_degree, bool) or not isinstance(max_degree, int) or max_degree < 0:
+        raise ValueError(f"max_lambda must be a non-negative integer, got {max_degree!r}")
     if max_degree > grid.exact_degree:
         raise ValueError(
             f"max_lambda={max_degree} is beyond what grid '{grid.name}' resolves "
@@ -122,12 +116,7 @@ class SpectrumAccumulator:
     def add(self, responses, start: int = 0) -> None:
         """Add ``responses`` ``[b, ...]`` for grid elements ``start .. start + b``."""
         u = finite_float64(responses)
-        if (
-            u.ndim < 1
-            or u.shape[0] == 0
-            or start < 0
-            or start + u.shape[0] > self.grid.size
-        ):
+        if u.ndim < 1 or u.shape[0] == 0 or start < 0 or start + u.shape[0] > self.grid.size:
             raise ValueError(
                 f"responses of shape {tuple(u.shape)} at row {start} do not fit grid "
                 f"'{self.grid.name}' with {self.grid.size} elements"
@@ -135,9 +124,7 @@ class SpectrumAccumulator:
         if self._trailing is None:
             self._trailing = tuple(u.shape[1:])
             width = math.prod(self._trailing)
-            self._coefficients = torch.zeros(
-                self._weighted.shape[1], width, dtype=torch.float64
-            )
+            self._coefficients = torch.zeros(self._weighted.shape[1], width, dtype=torch.float64)
             self._total = torch.zeros(width, dtype=torch.float64)
             self._scale = torch.zeros(width, dtype=torch.float64)
         elif tuple(u.shape[1:]) != self._trailing:
@@ -172,9 +159,7 @@ class SpectrumAccumulator:
         self._check_complete()
         parts = self._coefficients.split(self._sizes, dim=0)
         squared = torch.stack([c.square().sum(0) for c in parts])
-        return (self._factors[:, None] * squared).reshape(
-            len(self.sectors), *self._trailing
-        )
+        return (self._factors[:, None] * squared).reshape(len(self.sectors), *self._trailing)
 
     def spectrum(self, *, completeness_rtol: float = 1e-6) -> Spectrum:
         """The spectrum summed over trailing entries; warns when incomplete."""
