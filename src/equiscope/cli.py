@@ -57,6 +57,86 @@ def _demo_command(args) -> int:
     return 0
 
 
+def _parse_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _audit_grid(args):
+    from .grids import grid
+
+    if args.grid == "auto":
+        return None
+    try:
+        return grid(
+            args.grid,
+            degree=args.degree,
+            n=args.n,
+            seed=args.seed,
+            inversion=not args.no_inversion,
+        )
+    except ValueError as error:
+        raise BadInput(f"--grid: {error}") from None
+
+
+def _audit_command(args) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        from equiscope_atoms import (
+            AuditOptionError,
+            DataError,
+            ModelLoadError,
+            audit,
+            load_model,
+            read_structures,
+        )
+        from equiscope_atoms.report import markdown_summary, write_report
+    except ImportError as error:  # pragma: no cover - installed together
+        raise BadInput(f"the atomistic adapter is not installed ({error})") from None
+
+    if args.device != "cpu":
+        raise BadInput(f"--device {args.device}: only cpu is supported by audit for now")
+    if args.structures is not None and args.structures < 1:
+        raise BadInput(f"--structures must be at least 1, got {args.structures}")
+    if args.max_lambda is not None and args.max_lambda < 0:
+        raise BadInput(f"--max-lambda must be non-negative, got {args.max_lambda}")
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise BadInput(f"output {output} exists and is not a folder")
+    grid = _audit_grid(args)
+    layers = {"all": None, "none": []}.get(args.layers, _parse_list(args.layers))
+    try:
+        model = load_model(args.model)
+        if args.dtype is not None:
+            if model.exported:
+                raise BadInput("--dtype: an exported model runs in the dtype it was exported in")
+            model.module = model.module.to(getattr(torch, args.dtype))
+            model.dtype = getattr(torch, args.dtype)
+        structures = read_structures(
+            args.data, atomic_types=model.atomic_types, limit=args.structures
+        )
+        report = audit(
+            model,
+            structures,
+            grid=grid,
+            max_lambda=args.max_lambda,
+            outputs=_parse_list(args.outputs),
+            layers=layers,
+            batch_size=args.batch_size,
+            convergence_structures=args.convergence_structures,
+        )
+    except (ModelLoadError, DataError, AuditOptionError) as error:
+        raise BadInput(str(error)) from None
+    write_report(report, output)
+    summary = markdown_summary(report)
+    print(summary.split("## Where the symmetry breaks")[0].rstrip())
+    print(f"\nreport: {output / 'report.md'} (and report.json, figures)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="equiscope",
@@ -87,6 +167,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0, help="seed for data and model")
     demo.set_defaults(handler=_demo_command)
+
+    audit = sub.add_parser(
+        "audit",
+        help="audit a model's symmetry on a data set and write a report",
+        description="Evaluate MODEL (exported metatomic .pt or metatrain .ckpt) on the "
+        "O(3) orbit of every structure in DATA (any file ASE reads, with or without "
+        "labels) and write DIR/report.json, DIR/report.md and PNG figures: equivariance "
+        "RMSE vs noise floor (and accuracy with labels) per output, character spectra "
+        "of outputs and hidden layers, grid convergence.",
+    )
+    audit.add_argument("model", help="exported metatomic model (.pt) or metatrain checkpoint")
+    audit.add_argument("data", help="structures, any format ASE reads (e.g. extxyz)")
+    audit.add_argument("-o", "--output", default="equiscope-audit", help="report folder")
+    audit.add_argument(
+        "--grid",
+        default="auto",
+        help="auto (Lebedev grids refined until the equivariance RMSE changes < 1%%), "
+        "lebedev, tetrahedral, octahedral, icosahedral or random (default: %(default)s)",
+    )
+    audit.add_argument("--degree", type=int, help="Lebedev degree (mean exact to it)")
+    audit.add_argument("--n", type=int, help="number of rotations of a random grid")
+    audit.add_argument("--seed", type=int, default=0, help="seed of a random grid")
+    audit.add_argument(
+        "--no-inversion", action="store_true", help="SO(3) only: leave out improper elements"
+    )
+    audit.add_argument(
+        "--max-lambda", type=int, help="largest lambda in spectra (default: what the grid resolves)"
+    )
+    audit.add_argument(
+        "--outputs",
+        help="comma-separated outputs (default: every output the model declares, plus "
+        "forces and stress from the energy)",
+    )
+    audit.add_argument(
+        "--layers",
+        default="all",
+        help="all (default), none, or comma-separated layers (e.g. gnn_layers.0_node); "
+        "checkpoints only",
+    )
+    audit.add_argument(
+        "--batch-size", type=int, default=32, help="transformed copies per model call"
+    )
+    audit.add_argument("--structures", type=int, help="audit only the first N structures")
+    audit.add_argument(
+        "--convergence-structures",
+        type=int,
+        default=1,
+        help="structures re-evaluated on a finer grid to check convergence (0: no check)",
+    )
+    audit.add_argument("--device", default="cpu", help="device (default: %(default)s)")
+    audit.add_argument(
+        "--dtype", choices=["float32", "float64"], help="run a checkpoint in this dtype"
+    )
+    audit.set_defaults(handler=_audit_command)
 
     grid = sub.add_parser(
         "grid",
