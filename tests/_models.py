@@ -9,6 +9,7 @@ from metatomic.torch import (
     ModelCapabilities,
     ModelMetadata,
     ModelOutput,
+    NeighborListOptions,
     System,
 )
 
@@ -130,3 +131,113 @@ def rotated_system(system: System, matrix: torch.Tensor) -> System:
         cell=system.cell @ matrix.T,
         pbc=system.pbc,
     )
+
+
+class PairPotential(torch.nn.Module):
+    """Shifted Lennard-Jones over a half neighbour list: exactly invariant energy,
+    so conservative forces and stress are exactly equivariant."""
+
+    def __init__(self, cutoff: float = 4.0, sigma: float = 2.0, epsilon: float = 0.2):
+        super().__init__()
+        self.sigma = sigma
+        self.epsilon = epsilon
+        self.cutoff = cutoff
+        self._neighbors = NeighborListOptions(cutoff=cutoff, full_list=False, strict=True)
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return [self._neighbors]
+
+    def _lj(self, r: torch.Tensor) -> torch.Tensor:
+        x = (self.sigma / r) ** 6
+        return 4.0 * self.epsilon * (x * x - x)
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+    ) -> Dict[str, TensorMap]:
+        energies: List[torch.Tensor] = []
+        for system in systems:
+            vectors = system.get_neighbor_list(self._neighbors).values.reshape(-1, 3)
+            r = torch.linalg.norm(vectors, dim=1)
+            shift = self._lj(torch.full_like(r[:1], self.cutoff))
+            energies.append((self._lj(r) - shift).sum().reshape(1, 1))
+        device = systems[0].positions.device
+        block = TensorBlock(
+            values=torch.cat(energies),
+            samples=Labels(
+                "system", torch.arange(len(systems), dtype=torch.int32, device=device)[:, None]
+            ),
+            components=[],
+            properties=Labels("energy", torch.zeros(1, 1, dtype=torch.int32, device=device)),
+        )
+        return {
+            "energy": TensorMap(
+                Labels("_", torch.zeros(1, 1, dtype=torch.int32, device=device)), [block]
+            )
+        }
+
+
+def export(module: torch.nn.Module, path, *, outputs=None, types=(1, 6, 8, 29), cutoff=10.0):
+    """Save ``module`` as an exported metatomic model at ``path`` (float64)."""
+    if outputs is None:
+        outputs = {"energy": ModelOutput(unit="eV", sample_kind="system")}
+    capabilities = ModelCapabilities(
+        outputs=outputs,
+        atomic_types=list(types),
+        interaction_range=cutoff,
+        length_unit="Angstrom",
+        supported_devices=["cpu"],
+        dtype="float64",
+    )
+    AtomisticModel(module.eval(), ModelMetadata(name="test"), capabilities).save(str(path))
+    return path
+
+
+def write_copper(path, n: int = 2, *, labels: bool = True, repeat=(1, 1, 2), disorder=False):
+    """Rattled fcc copper cells (8 atoms by default) written as extxyz, with EMT
+    energies, forces and stress as labels. ``disorder=True`` draws the positions at
+    random in the cell instead (at least 1.7 A apart), so that pair forces do not
+    cancel by lattice symmetry."""
+    import ase.build
+    import ase.io
+    import numpy as np
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for index in range(n):
+        atoms = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat(repeat)
+        atoms.rattle(0.1, seed=index)
+        if disorder:
+            generator = np.random.default_rng(index)
+            positions = []
+            while len(positions) < len(atoms):
+                candidate = generator.random(3) @ atoms.cell.array
+                trial = ase.Atoms(
+                    "Cu" * (len(positions) + 1),
+                    cell=atoms.cell,
+                    pbc=True,
+                    positions=[*positions, candidate],
+                )
+                if (
+                    len(positions) == 0
+                    or trial.get_distances(
+                        len(positions), list(range(len(positions))), mic=True
+                    ).min()
+                    > 1.7
+                ):
+                    positions.append(candidate)
+            atoms.positions = np.array(positions)
+        if labels:
+            atoms.calc = EMT()
+            results = {
+                "energy": atoms.get_potential_energy(),
+                "forces": atoms.get_forces(),
+                "stress": atoms.get_stress(),
+            }
+            atoms.calc = SinglePointCalculator(atoms, **results)
+        frames.append(atoms)
+    ase.io.write(str(path), frames, format="extxyz")
+    return path

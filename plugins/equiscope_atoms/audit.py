@@ -15,6 +15,7 @@ import math
 import time
 
 import torch
+from metatomic.torch import System
 
 import equiscope as eq
 
@@ -81,6 +82,7 @@ class _OutputStats:
         self.sum_value2 = 0.0
         self.value_entries = 0
         self.sector_norms: dict = {}
+        self.roundoff = 0.0
         self.errors = {"oriented": 0.0, "symmetrized": 0.0, "equivariance": 0.0}
         self.error_entries = 0
 
@@ -108,6 +110,9 @@ class _OutputStats:
                 self.errors[key] += float(value.sum()) / scale
             self.error_entries += entries
 
+    def add_roundoff(self, squared: float, n_atoms: int) -> None:
+        self.roundoff += squared / (n_atoms**2 if self.kind.extensive else 1.0)
+
     @property
     def rmse(self) -> float:
         return math.sqrt(self.sum_a2 / self.entries)
@@ -125,11 +130,13 @@ class _OutputStats:
             key=lambda kv: -kv[1],
         )
         rms = math.sqrt(self.sum_value2 / max(self.value_entries, 1))
+        measured = math.sqrt(self.roundoff / max(self.entries, 1))
         out = {
             "irrep": self.kind.irrep if isinstance(self.kind.irrep, str) else list(self.kind.irrep),
             "per_atom": self.kind.extensive,
             "equivariance_rmse": self.rmse,
-            "noise_floor": torch.finfo(dtype).eps * rms,
+            "noise_floor": max(torch.finfo(dtype).eps * rms, measured),
+            "roundoff_measured": measured,
             "rms_value": rms,
             "spectrum": {eq.sector_label(k): v for k, v in fractions.items()},
             "expected_sectors": sorted(eq.sector_label(k) for k in expected),
@@ -148,6 +155,52 @@ class _OutputStats:
                 / max(rmse["oriented"] ** 2, 1e-300),
             }
         return out
+
+
+_JITTERS = 3
+
+
+def _identity_grid() -> eq.Grid:
+    eye = torch.eye(3, dtype=torch.float64)[None]
+    return eq.Grid(
+        "identity", eq.Group("SO(3)"), eye, torch.ones(1, dtype=torch.float64), check_degree=0
+    )
+
+
+def _input_roundoff(model, structure, outputs, forces, stress) -> dict:
+    """Squared round-off per output, measured.
+
+    Rotating a structure in finite precision moves every coordinate by about
+    ``eps |x|``. The model is re-run on ``_JITTERS`` copies with such random
+    displacements (positions and cell, at the model dtype's epsilon); the spread of
+    its outputs is what rotations alone would produce in an exactly equivariant
+    model. Returns the sum of squared deviations from the mean, per copy.
+    """
+    system = structure.system
+    eps = torch.finfo(model.dtype).eps
+    generator = torch.Generator().manual_seed(structure.index)
+    identity = _identity_grid()
+    runs = []
+    for jitter in range(_JITTERS + 1):
+        positions, cell = system.positions.to(torch.float64), system.cell.to(torch.float64)
+        if jitter:
+            scale = eps * positions.norm(dim=1, keepdim=True)
+            positions = positions + scale * torch.randn(
+                positions.shape, generator=generator, dtype=torch.float64
+            )
+            cell = cell + eps * cell.norm(dim=1, keepdim=True) * torch.randn(
+                3, 3, generator=generator, dtype=torch.float64
+            )
+        moved = System(types=system.types, positions=positions, cell=cell, pbc=system.pbc)
+        result = evaluate_orbit(
+            model, moved, identity, outputs=outputs, forces=forces, stress=stress
+        )
+        runs.append(result.responses)
+    squared = {}
+    for name in runs[0]:
+        stacked = torch.stack([run[name][0] for run in runs])
+        squared[name] = float((stacked - stacked.mean(0)).square().sum()) / (len(runs) - 1)
+    return squared
 
 
 def _reference(structure: Structure, name: str):
@@ -192,9 +245,11 @@ def _run(
             max_lambda=max_lambda,
             batch_size=batch_size,
         )
+        roundoff = _input_roundoff(model, structure, outputs, forces, stress)
         for name, responses in result.responses.items():
             if name not in stats:
                 stats[name] = _OutputStats(result.kinds[name])
+            stats[name].add_roundoff(roundoff[name], structure.n_atoms)
             stats[name].add(
                 responses,
                 grid,

@@ -56,7 +56,17 @@ class LoadedModel:
         return self.module(systems, outputs)
 
     def auditable_outputs(self) -> list[str]:
-        return [n for n in self.outputs if not n.startswith(_SKIPPED_PREFIXES)]
+        """Declared outputs, without diagnostics/features and without the
+        deprecated aliases metatomic adds (e.g. ``non_conservative_forces``)."""
+        from metatomic.torch._quantities import current_quantity_name
+
+        names = []
+        for name in self.outputs:
+            current = current_quantity_name(name)
+            if name.startswith(_SKIPPED_PREFIXES) or (current != name and current in self.outputs):
+                continue
+            names.append(name)
+        return names
 
 
 def wrap_model(module, *, source: str = "<in memory>") -> LoadedModel:

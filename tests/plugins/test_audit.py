@@ -1,0 +1,144 @@
+"""Known-answer audits of exported metatomic models."""
+
+import json
+import math
+
+import ase.io
+import pytest
+import torch
+from _models import PairPotential, PlantedAnisotropy, export, write_copper
+from equiscope_atoms import audit, load_model, read_structures
+from equiscope_atoms.report import write_report
+from metatomic.torch import ModelOutput
+
+import equiscope as eq
+
+OUTPUTS = {
+    "energy": ModelOutput(unit="eV", sample_kind="system"),
+    "non_conservative_force": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
+}
+
+
+@pytest.fixture(scope="module")
+def copper(tmp_path_factory):
+    return write_copper(tmp_path_factory.mktemp("data") / "cu.xyz", n=2, disorder=True)
+
+
+@pytest.fixture(scope="module")
+def pair_model(tmp_path_factory):
+    return export(PairPotential(), tmp_path_factory.mktemp("models") / "lj.pt")
+
+
+def test_pair_potential_is_equivariant_to_round_off(pair_model, copper):
+    model = load_model(pair_model)
+    structures = read_structures(copper, atomic_types=model.atomic_types)
+    grid = eq.grid("lebedev", degree=4, inversion=True)
+    report = audit(model, structures, grid=grid, progress=False)
+    assert set(report["outputs"]) == {"energy", "forces", "stress"}
+    for name, out in report["outputs"].items():
+        assert out["equivariance_rmse"] <= 10 * out["noise_floor"], name
+        assert out["noise_floor"] < 1e-12  # float64 model
+    # exactly equivariant outputs sit in their own sectors
+    assert report["outputs"]["forces"]["spectrum"]["1,1"] == pytest.approx(1.0, abs=1e-12)
+    assert report["outputs"]["energy"]["spectrum"]["0,1"] == pytest.approx(1.0, abs=1e-12)
+    stress = report["outputs"]["stress"]["spectrum"]
+    assert stress["0,1"] + stress["2,1"] == pytest.approx(1.0, abs=1e-12)
+    # the accuracy identity holds against the EMT labels
+    for out in report["outputs"].values():
+        assert out["accuracy"]["identity_residual"] < 1e-10
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("planted")
+    model = export(PlantedAnisotropy(0.6, [0.2, -0.1, 0.3]), folder / "planted.pt", outputs=OUTPUTS)
+    atoms = ase.Atoms(
+        "COHH",
+        positions=[[0.0, 0.0, 0.0], [1.2, 0.1, -0.2], [-0.5, 0.9, 0.3], [0.1, -0.8, 0.7]],
+    )
+    ase.io.write(str(folder / "molecule.xyz"), atoms)
+    return model, folder / "molecule.xyz", atoms.positions
+
+
+def test_planted_anisotropy_has_the_analytic_variance_and_sector(planted):
+    model_path, data, positions = planted
+    model = load_model(model_path)
+    structures = read_structures(data, atomic_types=model.atomic_types)
+    report = audit(
+        model,
+        structures,
+        grid=eq.grid("lebedev", degree=4, inversion=True),
+        outputs=["energy", "non_conservative_force", "forces"],
+        progress=False,
+    )
+    p = torch.tensor(positions, dtype=torch.float64)
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    d = torch.stack([p[j] - p[i] for i, j in pairs])
+    r = d.norm(dim=1)
+    n = d / r[:, None]
+    cos = n @ n.T
+    p2 = 0.5 * (3 * cos**2 - 1)
+    weights = torch.exp(-r)
+    variance = 0.6**2 * float(weights @ p2 @ weights) / 5  # addition theorem
+    mean = float(weights.sum())
+    energy = report["outputs"]["energy"]
+    assert energy["equivariance_rmse"] == pytest.approx(math.sqrt(variance) / 4, rel=1e-10)
+    assert energy["spectrum"]["2,1"] == pytest.approx(variance / (mean**2 + variance), rel=1e-9)
+    assert list(energy["breaking_sectors"])[0] == "2,1"
+    # vector output with a constant bias b: A^2 = |b|^2 per atom
+    force = report["outputs"]["non_conservative_force"]
+    bias2 = 0.2**2 + 0.1**2 + 0.3**2
+    assert force["equivariance_rmse"] == pytest.approx(math.sqrt(bias2 / 3), rel=1e-10)
+    assert list(force["breaking_sectors"])[0] == "0,1"
+    # forces from the energy carry the P2 anisotropy as well
+    assert report["outputs"]["forces"]["equivariance_rmse"] > 1e-3
+
+
+def test_audit_agrees_with_symmetrized_model(planted):
+    from metatomic.torch import load_atomistic_model
+    from metatomic.torch.o3 import SymmetrizedModel
+
+    model_path, data, _ = planted
+    model = load_model(model_path)
+    structures = read_structures(data, atomic_types=model.atomic_types)
+    grid = eq.grid("lebedev", degree=8, inversion=True)
+    report = audit(
+        model,
+        structures,
+        grid=grid,
+        outputs=["energy", "non_conservative_force"],
+        convergence_structures=0,
+        progress=False,
+    )
+    wrapped = SymmetrizedModel.wrap(
+        load_atomistic_model(str(model_path)), max_angular_momentum_grid=8, batch_size=400
+    )
+    requests = {"o3::variance::" + name: output for name, output in OUTPUTS.items()}
+    reference = wrapped.module([structures[0].system], requests, None)
+    energy_a2 = float(reference["o3::variance::energy"].block().values)
+    assert report["outputs"]["energy"]["equivariance_rmse"] == pytest.approx(
+        math.sqrt(energy_a2) / 4, rel=1e-8
+    )
+    force_a2 = reference["o3::variance::non_conservative_force"].block().values.mean()
+    assert report["outputs"]["non_conservative_force"]["equivariance_rmse"] == pytest.approx(
+        math.sqrt(float(force_a2)), rel=1e-8
+    )
+
+
+def test_report_files(planted, tmp_path):
+    model_path, data, _ = planted
+    model = load_model(model_path)
+    structures = read_structures(data, atomic_types=model.atomic_types)
+    report = audit(model, structures, grid=eq.grid("octahedral", inversion=True), progress=False)
+    folder = write_report(report, tmp_path / "report")
+    saved = json.loads((folder / "report.json").read_text())
+    assert saved["grid"]["name"] == "octahedral" and saved["grid"]["size"] == 48
+    assert saved["grid"]["exact_degree"] == 1
+    for out in saved["outputs"].values():
+        assert {"equivariance_rmse", "noise_floor", "spectrum", "converged"} <= set(out)
+        assert sum(out["spectrum"].values()) == pytest.approx(1.0, abs=1e-9)
+    text = (folder / "report.md").read_text()
+    assert "| energy (per atom) |" in text and "non_conservative_force" in text
+    for figure in ("output_spectra.png", "errors.png", "convergence.png"):
+        assert (folder / figure).stat().st_size > 5000
+    assert not list(tmp_path.glob(".report.*"))  # no staging folder left behind
