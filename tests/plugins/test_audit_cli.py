@@ -1,0 +1,107 @@
+"""`equiscope audit` from the command line: reports, and one-line errors (exit 2)."""
+
+import re
+import subprocess
+import sys
+
+import ase
+import ase.io
+import numpy as np
+import pytest
+
+from _models import PairPotential, export, write_copper
+from equiscope.cli import main
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    model = export(PairPotential(), folder / "lj.pt")
+    data = write_copper(folder / "cu.xyz", n=2, disorder=True)
+    return folder, model, data
+
+
+def test_audit_writes_the_report(files, tmp_path, capsys):
+    _, model, data = files
+    out = tmp_path / "report"
+    code = main(
+        [
+            "audit",
+            str(model),
+            str(data),
+            "-o",
+            str(out),
+            "--grid",
+            "octahedral",
+            "--structures",
+            "1",
+            "--outputs",
+            "energy,forces",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| energy (per atom) |" in printed and "| forces |" in printed
+    assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "errors.png"}
+
+
+def run_cli(*args):
+    result = subprocess.run(
+        [sys.executable, "-m", "equiscope.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    return result.returncode, result.stderr.strip()
+
+
+def bad_data(folder, kind):
+    path = folder / f"{kind}.xyz"
+    if kind == "empty":
+        path.write_text("")
+    elif kind == "garbage":
+        path.write_text("this is not\na structure file\n")
+    elif kind == "types":
+        ase.io.write(str(path), ase.Atoms("Fe2", positions=[[0, 0, 0], [2, 0, 0]]))
+    elif kind == "nan":
+        ase.io.write(str(path), ase.Atoms("Cu2", positions=[[0, 0, 0], [np.nan, 0, 0]]))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing-model", "does not exist"),
+        ("garbage-model", "could not be loaded"),
+        ("empty", "could not be read|holds no structures"),
+        ("garbage", "could not be read"),
+        ("types", r"atomic types \[26\]"),
+        ("nan", "NaN"),
+        ("unknown-output", r"unknown output\(s\) dipole"),
+        ("unknown-grid", "unknown grid 'cubic'"),
+        ("bad-layer", r"unknown layer\(s\) gnn_layers.9_node"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, case, message):
+    folder, model, data = files
+    out = tmp_path / "out"
+    extra = []
+    if case == "missing-model":
+        model = folder / "nope.pt"
+    elif case == "garbage-model":
+        model = tmp_path / "garbage.pt"
+        model.write_bytes(b"not a model at all")
+    elif case in ("empty", "garbage", "types", "nan"):
+        data = bad_data(tmp_path, case)
+    elif case == "unknown-output":
+        extra = ["--outputs", "energy,dipole"]
+    elif case == "unknown-grid":
+        extra = ["--grid", "cubic"]
+    elif case == "bad-layer":
+        extra = ["--layers", "gnn_layers.9_node"]
+    code, stderr = run_cli("audit", model, data, "-o", out, "--grid", "octahedral", *extra)
+    assert code == 2, stderr
+    assert len(stderr.splitlines()) == 1, stderr
+    assert re.search(message, stderr), stderr
+    assert not out.exists()
