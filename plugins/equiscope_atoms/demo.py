@@ -1,130 +1,157 @@
-"""``equiscope demo``: the engine end to end on a real model and generated data.
+"""``equiscope demo``: train a tiny PET with metatrain on generated data, then audit it.
 
-Rattled fcc copper supercells (generated with ASE, no download), an untrained PET
-from metatrain (float32, seeded), evaluated on the O(3) orbit of each structure:
-equivariance RMSE of energy and forces against the float32 noise floor, with a
-grid-convergence check, and the character spectra of the energy and of the node
-features of every PET layer.
+1. Generate rattled, strained fcc copper cells (8 atoms) with ASE's EMT calculator:
+   energies, forces and stress as labels (no download).
+2. Train a small PET with plain ``mtt train`` (random O(3) augmentation is always on
+   for PET), on CPU with one thread.
+3. Audit the checkpoint (``.ckpt``, evaluated in Python, with the spectra of every
+   PET layer) and the exported model (``.pt``) on held-out structures.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import torch
-
 import equiscope as eq
 
-from .orbit import orbit_responses
+from .audit import audit
+from .data import read_structures
+from .models import load_model
+from .report import markdown_summary, write_report
 
-LAYERS = ("gnn_layers.0_node", "gnn_layers.1_node")
+__all__ = ["generate_copper", "run_demo", "train_pet"]
+
+OPTIONS = """\
+seed: {seed}
+architecture:
+  name: pet
+  model:
+    cutoff: 4.0
+    d_pet: 32
+    d_head: 32
+    d_node: 64
+    d_feedforward: 64
+    num_heads: 4
+    num_gnn_layers: 2
+  training:
+    num_epochs: {epochs}
+    batch_size: {batch_size}
+    learning_rate: 1.0e-3
+    log_interval: 1
+    checkpoint_interval: 1000
+training_set:
+  systems:
+    read_from: {data}
+    length_unit: angstrom
+  targets:
+    energy:
+      key: energy
+      unit: eV
+      forces:
+        key: forces
+      stress:
+        key: stress
+validation_set: 0.125
+test_set: 0.0
+"""
 
 
-def _structures(n: int, seed: int):
+def generate_copper(path: Path, n: int, *, seed: int = 0) -> Path:
+    """``n`` rattled, randomly strained 8-atom fcc Cu cells with EMT labels."""
     import ase.build
-    from metatomic.torch import systems_to_torch
+    import ase.io
+    import numpy as np
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
 
-    out = []
+    generator = np.random.default_rng(seed)
+    frames = []
     for index in range(n):
-        atoms = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
-        atoms.rattle(0.08, seed=seed + index)
-        out.append(systems_to_torch(atoms, dtype=torch.float32))
-    return out
+        atoms = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat((1, 1, 2))
+        strain = np.eye(3) + 0.02 * generator.standard_normal((3, 3))
+        atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+        atoms.rattle(0.12, seed=seed + index)
+        atoms.calc = EMT()
+        results = {
+            "energy": atoms.get_potential_energy(),
+            "forces": atoms.get_forces(),
+            "stress": atoms.get_stress(),
+        }
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        frames.append(atoms)
+    ase.io.write(str(path), frames, format="extxyz")
+    return path
 
 
-def run_demo(output: Path, *, n_structures: int = 2, seed: int = 0) -> dict:
-    from tqdm import tqdm
-
-    from .pet import tiny_pet
-
-    start = time.perf_counter()
-    model = tiny_pet([29], seed=seed, dtype=torch.float32)
-    grid = eq.grid("lebedev", degree=6, inversion=True)
-    coarse = eq.grid("lebedev", degree=4, inversion=True)
-    max_lambda = grid.exact_degree
-    squared = {"energy": [], "forces": [], "forces_coarse": []}
-    energy_floor, force_floor, n_atoms = [], [], []
-    layer_norms: dict[str, dict] = {path: {} for path in ("energy", *LAYERS)}
-    for system in tqdm(_structures(n_structures, seed), desc="structures", unit="struct"):
-        fine = orbit_responses(model, system, grid, features=LAYERS)
-        rough = orbit_responses(model, system, coarse)
-        n_atoms.append(len(system))
-        squared["energy"].append(eq.equivariance_variance(fine.energy, grid, "scalar"))
-        squared["forces"].append(eq.equivariance_variance(fine.forces, grid, "vector"))
-        squared["forces_coarse"].append(eq.equivariance_variance(rough.forces, coarse, "vector"))
-        energy_floor.append(eq.noise_floor(fine.energy, torch.float32) / len(system))
-        force_floor.append(eq.noise_floor(fine.forces, torch.float32))
-        responses = {"energy": fine.energy, **fine.features}
-        for path, values in responses.items():
-            spectrum = eq.spectrum(values, grid, max_lambda)
-            for sector, value in spectrum.items():
-                layer_norms[path][sector] = layer_norms[path].get(sector, 0.0) + value
-
-    energy_rmse = eq.pooled_rmse(torch.stack(squared["energy"]), 1, n_atoms)
-    forces_rmse = eq.pooled_rmse(torch.cat(squared["forces"]), 3)
-    forces_coarse = eq.pooled_rmse(torch.cat(squared["forces_coarse"]), 3)
-    change = abs(forces_rmse - forces_coarse) / max(forces_rmse, 1e-300)
-
-    def fractions(norms):
-        total = sum(norms.values())
-        return {eq.sector_label(k): v / total for k, v in norms.items()}
-
-    report = {
-        "model": f"untrained PET (metatrain, float32, seed {seed})",
-        "data": f"{n_structures} rattled fcc Cu 2x2x2 supercells (32 atoms)",
-        "grid": grid.to_dict(),
-        "outputs": {
-            "energy": {
-                "equivariance_rmse": energy_rmse,
-                "unit": "eV/atom",
-                "noise_floor": float(sum(energy_floor) / len(energy_floor)),
-                "spectrum": fractions(layer_norms.pop("energy")),
-            },
-            "forces": {
-                "equivariance_rmse": forces_rmse,
-                "unit": "eV/Angstrom",
-                "noise_floor": float(sum(force_floor) / len(force_floor)),
-                "converged": change <= 0.01,
-                "convergence": {
-                    "coarse_grid": coarse.to_dict(),
-                    "relative_change": change,
-                },
-            },
-        },
-        "layers": {path: {"spectrum": fractions(n)} for path, n in layer_norms.items()},
-        "seconds": time.perf_counter() - start,
-    }
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "report.json").write_text(json.dumps(report, indent=2))
-    return report
-
-
-def summary(report: dict) -> str:
-    """The table printed at the end of the demo."""
-    lines = [
-        f"grid: {report['grid']['name']} ({report['grid']['size']} elements, "
-        f"exact to lambda={report['grid']['exact_degree']})",
-        f"{'output':<10} {'equivariance RMSE':>18} {'noise floor':>12}  unit",
-    ]
-    for name, out in report["outputs"].items():
-        lines.append(
-            f"{name:<10} {out['equivariance_rmse']:>18.3e} {out['noise_floor']:>12.1e} "
-            f"{out['unit']}"
-        )
-    forces = report["outputs"]["forces"]
-    verdict = "converged" if forces["converged"] else "NOT converged"
-    lines.append(
-        f"forces, coarser grid: {100 * forces['convergence']['relative_change']:.2f}% "
-        f"change ({verdict})"
+def train_pet(
+    folder: Path, data: Path, *, epochs: int, n_train: int, seed: int = 0
+) -> tuple[Path, Path]:
+    """Run ``mtt train`` in ``folder``; returns (checkpoint, exported model)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    batch_size = max(1, min(8, n_train - max(1, round(0.125 * n_train))))
+    (folder / "options.yaml").write_text(
+        OPTIONS.format(seed=seed, epochs=epochs, data=data.resolve(), batch_size=batch_size)
     )
-    lines.append("fraction of squared norm per sector (lambda,sigma):")
-    rows = {"energy": report["outputs"]["energy"]["spectrum"]}
-    rows.update({path: v["spectrum"] for path, v in report["layers"].items()})
-    keys = list(rows["energy"])
-    lines.append(f"{'':<20}" + "".join(f"{k:>9}" for k in keys))
-    for path, spec in rows.items():
-        lines.append(f"{path:<20}" + "".join(f"{spec[k]:>9.2e}" for k in keys))
-    lines.append(f"done in {report['seconds']:.0f} s")
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(folder / "train.log", "w") as log:
+        result = subprocess.run(
+            [sys.executable, "-m", "metatrain", "train", "options.yaml", "-o", "model.pt"],
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise RuntimeError(f"mtt train failed, see {folder / 'train.log'}")
+    return folder / "model.ckpt", folder / "model.pt"
+
+
+def run_demo(
+    output: Path,
+    *,
+    n_train: int = 48,
+    n_audit: int = 3,
+    epochs: int = 10,
+    grid: eq.Grid | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Generate, train, audit; returns ``{"checkpoint": report, "export": report}``."""
+    start = time.perf_counter()
+    output.mkdir(parents=True, exist_ok=True)
+    data = generate_copper(output / "train.xyz", n_train, seed=seed)
+    held_out = generate_copper(output / "held_out.xyz", n_audit, seed=seed + 1000)
+    if progress:
+        print(f"training a tiny PET ({epochs} epochs, {n_train} structures) ...", flush=True)
+    checkpoint, exported = train_pet(
+        output / "train", data, epochs=epochs, n_train=n_train, seed=seed
+    )
+    grid = grid or eq.grid("lebedev", degree=6, inversion=True)
+    reports = {}
+    for label, path in (("checkpoint", checkpoint), ("export", exported)):
+        model = load_model(path)
+        structures = read_structures(held_out, atomic_types=model.atomic_types)
+        report = audit(model, structures, grid=grid, progress=progress)
+        write_report(report, output / f"audit-{label}")
+        reports[label] = report
+    reports["seconds"] = time.perf_counter() - start
+    return reports
+
+
+def summary(reports: dict, output: Path) -> str:
+    """The text printed at the end of ``equiscope demo``."""
+    text = markdown_summary(reports["checkpoint"])
+    lines = [text.split("## Figures")[0].rstrip(), ""]
+    export = reports["export"]["outputs"]
+    lines.append("exported model (.pt), same audit:")
+    for name, out in export.items():
+        lines.append(f"  {name}: equivariance RMSE {out['equivariance_rmse']:.3g}")
+    lines.append("")
+    lines.append(f"reports: {output / 'audit-checkpoint'}/report.md, {output / 'audit-export'}")
+    lines.append(f"done in {reports['seconds']:.0f} s")
     return "\n".join(lines)

@@ -74,8 +74,11 @@ def markdown_summary(report: dict) -> str:
     lines += [
         "",
         "Equivariance RMSE: spread of the back-transformed predictions over the grid "
-        "(zero for an equivariant model). Noise floor: machine epsilon of the model "
-        "dtype x RMS output. With labels, oriented^2 = symmetrised^2 + equivariance^2.",
+        "(zero for an equivariant model). Noise floor: the larger of eps(model dtype) x "
+        "RMS output and the measured spread of outputs when the inputs move by their "
+        "rounding error; below it, symmetry breaking is round-off. With labels, "
+        "oriented^2 = symmetrised^2 + equivariance^2 (oriented: error on randomly "
+        "oriented inputs; symmetrised: error of the grid-averaged prediction).",
         "",
         "## Where the symmetry breaks",
         "",
@@ -84,7 +87,8 @@ def markdown_summary(report: dict) -> str:
     ]
     for name, out in report["outputs"].items():
         others = ", ".join(f"({k}): {v:.2g}" for k, v in out["breaking_sectors"].items())
-        lines.append(f"| {name} | {', '.join(out['expected_sectors'])} | {others or '-'} |")
+        expected = " ".join(f"({k})" for k in out["expected_sectors"])
+        lines.append(f"| {name} | {expected} | {others or '-'} |")
     if report["layers"]:
         lines += [
             "",
