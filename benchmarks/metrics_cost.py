@@ -26,7 +26,7 @@ import ase.build  # noqa: E402
 from metatomic.torch import systems_to_torch  # noqa: E402
 
 import equiscope as eq  # noqa: E402
-from equiscope_atoms import orbit_responses, tiny_pet  # noqa: E402
+from equiscope_atoms import evaluate_orbit, tiny_pet, wrap_model  # noqa: E402
 
 N_SAMPLES, N_CHANNELS, MAX_LAMBDA = 1000, 64, 6
 ATOMS_PER_STRUCTURE = 32
@@ -67,16 +67,16 @@ def main():
     atoms = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
     atoms.rattle(0.05, seed=0)
     system = systems_to_torch(atoms, dtype=torch.float32)
-    model = tiny_pet([29], dtype=torch.float32)
+    model = wrap_model(tiny_pet([29], dtype=torch.float32))
     probe = eq.grid("random", n=64, seed=0)
-    orbit_responses(model, system, eq.grid("random", n=8, seed=1), forces=False)  # warm up
-    seconds, responses = timed(
-        lambda: orbit_responses(
-            model, system, probe, forces=False, features=("gnn_layers.1_node",)
+    evaluate_orbit(model, system, eq.grid("random", n=8, seed=1), outputs=["energy"])  # warm up
+    seconds, _ = timed(
+        lambda: evaluate_orbit(
+            model, system, probe, outputs=["energy"], layers=["gnn_layers.1_node"], max_lambda=0
         ),
         repeats=2,
     )
-    channels = responses.features["gnn_layers.1_node"].shape[-1]
+    channels = model.module.hypers["d_node"]
     per_structure = seconds / probe.size
     n_structures = N_SAMPLES / ATOMS_PER_STRUCTURE
     model_seconds = per_structure * grid.size * n_structures

@@ -1,55 +1,101 @@
+"""The orbit evaluation: transformed copies, reused pair lists, autograd forces and stress."""
+
+import numpy as np
 import pytest
 import torch
 from metatomic.torch import ModelOutput, System
 
 import equiscope as eq
-from _models import PlantedAnisotropy, molecule
-from equiscope_atoms import orbit_responses, tiny_pet, transformed_system
+from _models import PairPotential, PlantedAnisotropy, atomistic, export, molecule, write_copper
+from equiscope_atoms import (
+    evaluate_orbit,
+    load_model,
+    read_structures,
+    tiny_pet,
+    transformed_system,
+    wrap_model,
+)
 
 
-def no_neighbors(system):
-    return system
-
-
-def test_planted_model_on_the_orbit_has_the_known_bias_variance():
-    bias = [0.2, -0.1, 0.3]
-    model = PlantedAnisotropy(0.0, bias)
+def test_isotropic_model_is_invariant_and_its_forces_equivariant():
+    model = wrap_model(atomistic(PlantedAnisotropy(0.0, [0.0, 0.0, 0.0])))
     grid = eq.grid("octahedral", inversion=True)
     system = molecule(torch.Generator().manual_seed(3))
-    # energy: isotropic pair sum, exactly invariant; its forces are equivariant
-    responses = orbit_responses(model, system, grid, batch_size=7, neighbor_lists=no_neighbors)
-    assert responses.energy.shape == (48,)
-    assert float(eq.equivariance_variance(responses.energy, grid, "scalar")) < 1e-28
-    assert float(eq.equivariance_variance(responses.forces, grid, "vector").max()) < 1e-26
+    result = evaluate_orbit(model, system, grid, outputs=["energy"], forces=True, batch_size=7)
+    energy = result.responses["energy"]
+    assert energy.shape == (48, 1, 1)
+    assert float(eq.equivariance_variance(energy[:, 0, 0], grid, "scalar")) < 1e-28
+    forces = result.responses["forces"]
+    assert float(eq.equivariance_variance(forces, grid, "vector").max()) < 1e-26
+    assert result.kinds["forces"].irrep == "vector"
 
 
 def test_forces_are_minus_the_energy_gradient_in_every_frame():
-    model = PlantedAnisotropy(0.5, [0.0, 0.0, 0.0])
+    module = PlantedAnisotropy(0.5, [0.0, 0.0, 0.0])
+    model = wrap_model(atomistic(module))
     grid = eq.grid("tetrahedral")
     system = molecule(torch.Generator().manual_seed(4))
-    responses = orbit_responses(model, system, grid, neighbor_lists=no_neighbors)
+    result = evaluate_orbit(model, system, grid, outputs=["energy"], forces=True)
     for index, matrix in enumerate(grid.rotations):
         copy = transformed_system(system, matrix)
         positions = copy.positions.clone().requires_grad_(True)
         moved = System(types=copy.types, positions=positions, cell=copy.cell, pbc=copy.pbc)
-        energy = model([moved], {"energy": ModelOutput(sample_kind="system")}, None)
+        energy = module([moved], {"energy": ModelOutput(sample_kind="system")}, None)
         energy = energy["energy"].block().values.sum()
         (gradient,) = torch.autograd.grad(energy, positions)
-        assert torch.allclose(responses.forces[index], -gradient, atol=1e-12)
-        assert float(responses.energy[index]) == pytest.approx(float(energy.detach()), rel=1e-12)
+        assert torch.allclose(result.responses["forces"][index], -gradient, atol=1e-12)
+        assert float(result.responses["energy"][index, 0, 0]) == pytest.approx(
+            float(energy.detach()), rel=1e-12
+        )
+
+
+def test_energy_forces_and_stress_match_metatomic_ase(tmp_path):
+    from metatomic_ase import MetatomicCalculator
+
+    path = export(PairPotential(), tmp_path / "lj.pt")
+    data = write_copper(tmp_path / "cu.xyz", n=1, disorder=True, labels=False)
+    model = load_model(path)
+    structure = read_structures(data)[0]
+    identity = eq.Grid(
+        "identity",
+        eq.Group("SO(3)"),
+        torch.eye(3, dtype=torch.float64)[None],
+        torch.ones(1, dtype=torch.float64),
+        check_degree=0,
+    )
+    result = evaluate_orbit(
+        model, structure.system, identity, outputs=["energy"], forces=True, stress=True
+    )
+    import ase.io
+
+    atoms = ase.io.read(str(data))
+    atoms.calc = MetatomicCalculator(str(path))
+    assert float(result.responses["energy"][0, 0, 0]) == pytest.approx(
+        atoms.get_potential_energy(), rel=1e-10
+    )
+    forces = torch.from_numpy(atoms.get_forces())
+    assert torch.allclose(result.responses["forces"][0], forces, atol=1e-10)
+    stress = torch.from_numpy(atoms.get_stress(voigt=False))
+    assert torch.allclose(result.responses["stress"][0], stress, atol=1e-10)
+    assert float(np.abs(atoms.get_stress()).max()) > 1e-4  # a real, non-zero stress
 
 
 def test_pet_features_do_not_depend_on_batch_size():
-    model = tiny_pet([1, 6, 8], width=8, layers=1)
+    model = wrap_model(tiny_pet([1, 6, 8], width=8, layers=1))
     system = molecule(torch.Generator().manual_seed(5))
     grid = eq.grid("tetrahedral")
-    one = orbit_responses(model, system, grid, batch_size=1, features=("gnn_layers.0_node",))
-    all_ = orbit_responses(model, system, grid, batch_size=12, features=("gnn_layers.0_node",))
-    assert torch.allclose(one.energy, all_.energy, atol=1e-10)
-    assert torch.allclose(one.forces, all_.forces, atol=1e-10)
-    features = one.features["gnn_layers.0_node"]
-    assert features.shape[:2] == (12, 5)
-    assert torch.allclose(features, all_.features["gnn_layers.0_node"], atol=1e-10)
-    # untrained PET is not invariant, but its energy is close to it
-    a2 = float(eq.equivariance_variance(one.energy, grid, "scalar"))
-    assert 0 < a2 < float(one.energy.square().mean())
+    layers = ["gnn_layers.0_node", "gnn_layers.0_edge"]
+    one = evaluate_orbit(
+        model, system, grid, outputs=["energy"], forces=True, layers=layers, batch_size=1
+    )
+    all_ = evaluate_orbit(
+        model, system, grid, outputs=["energy"], forces=True, layers=layers, batch_size=12
+    )
+    assert torch.allclose(one.responses["energy"], all_.responses["energy"], atol=1e-10)
+    assert torch.allclose(one.responses["forces"], all_.responses["forces"], atol=1e-10)
+    for path in layers:
+        for sector, value in one.layers[path].items():
+            assert value == pytest.approx(all_.layers[path][sector], rel=1e-8, abs=1e-14)
+    # an untrained PET is not invariant, yet its energy is nearly so
+    a2 = float(eq.equivariance_variance(one.responses["energy"][:, 0, 0], grid, "scalar"))
+    assert 0 < a2 < float(one.responses["energy"].square().mean())
