@@ -10,7 +10,7 @@ def test_help_lists_commands(capsys):
     except SystemExit as exit_:
         assert exit_.code == 0
     out = capsys.readouterr().out
-    assert "demo" in out and "grid" in out
+    assert "demo" in out and "grid" in out and "audit" in out
 
 
 def test_grid_command_prints_computed_exactness(capsys):
@@ -33,8 +33,9 @@ def test_bad_grid_is_exit_code_2_with_one_line():
 
 
 def test_demo_rejects_bad_options(tmp_path, capsys):
-    assert main(["demo", "--structures", "0", "-o", str(tmp_path / "out")]) == 2
-    assert "--structures" in capsys.readouterr().err
+    assert main(["demo", "--epochs", "0", "-o", str(tmp_path / "out")]) == 2
+    assert "--epochs must be at least 1" in capsys.readouterr().err
+    assert main(["demo", "--train", "3", "-o", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
     blocker = tmp_path / "file"
     blocker.write_text("x")
