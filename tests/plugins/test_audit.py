@@ -142,3 +142,15 @@ def test_report_files(planted, tmp_path):
     for figure in ("output_spectra.png", "errors.png", "convergence.png"):
         assert (folder / figure).stat().st_size > 5000
     assert not list(tmp_path.glob(".report.*"))  # no staging folder left behind
+
+
+def test_auto_grid_stops_when_converged(planted):
+    model_path, data, _ = planted
+    model = load_model(model_path)
+    structures = read_structures(data, atomic_types=model.atomic_types)
+    report = audit(model, structures, grid=None, max_lambda=2, outputs=["energy"], progress=False)
+    # energy holds lambda <= 2 only: the first refinement already agrees
+    assert len(report["auto_grid"]) == 1
+    assert report["auto_grid"][0]["relative_change"]["energy"] < 1e-8
+    assert report["grid"]["name"] == "lebedev" and report["grid"]["exact_degree"] >= 2
+    assert report["outputs"]["energy"]["converged"] is True
