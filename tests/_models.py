@@ -241,3 +241,73 @@ def write_copper(path, n: int = 2, *, labels: bool = True, repeat=(1, 1, 2), dis
         frames.append(atoms)
     ase.io.write(str(path), frames, format="extxyz")
     return path
+
+
+class MultipoleAnisotropy(torch.nn.Module):
+    """Planted anisotropy in every lambda = 1..6 (all pairs, no neighbour list):
+
+    energy = sum_{i<j} exp(-r_ij) + sum_i exp(-|u_i|) sum_l c_l P_l(z . u_i / |u_i|),
+    with u_i the position of atom i relative to the centroid;
+    non_conservative_force_i = sum_j exp(-r) r_hat_ij + b
+    """
+
+    def __init__(self, coefficients: List[float], bias: List[float]):
+        super().__init__()
+        self.coefficients = coefficients
+        self.register_buffer("bias", torch.tensor(bias, dtype=torch.float64))
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+    ) -> Dict[str, TensorMap]:
+        energies: List[torch.Tensor] = []
+        forces: List[torch.Tensor] = []
+        samples: List[torch.Tensor] = []
+        for index, system in enumerate(systems):
+            p = system.positions
+            d = p[None, :, :] - p[:, None, :]
+            n = p.shape[0]
+            mask = (~torch.eye(n, dtype=torch.bool, device=p.device)).to(p.dtype)
+            r = torch.sqrt((d**2).sum(-1) + (1.0 - mask))
+            unit = d / r[:, :, None]
+            u = p - p.mean(0, keepdim=True)
+            distance = torch.sqrt((u**2).sum(-1))
+            x = u[:, 2] / distance
+            previous = torch.ones_like(x)
+            current = x
+            angular = torch.zeros_like(x)
+            for lam in range(1, len(self.coefficients) + 1):
+                angular = angular + self.coefficients[lam - 1] * current
+                following = ((2 * lam + 1) * x * current - lam * previous) / (lam + 1)
+                previous = current
+                current = following
+            energy = 0.5 * (torch.exp(-r) * mask).sum() + (torch.exp(-distance) * angular).sum()
+            energies.append(energy.reshape(1, 1))
+            f = (torch.exp(-r)[:, :, None] * unit * mask[:, :, None]).sum(1)
+            forces.append(f + self.bias.to(p.dtype))
+            atoms = torch.arange(n, dtype=torch.int32, device=p.device)
+            samples.append(torch.stack([torch.full_like(atoms, index), atoms], dim=1))
+        device = systems[0].positions.device
+        one = torch.zeros(1, 1, dtype=torch.int32, device=device)
+        result: Dict[str, TensorMap] = {}
+        if "energy" in outputs:
+            system_ids = torch.arange(len(systems), dtype=torch.int32, device=device)[:, None]
+            block = TensorBlock(
+                values=torch.cat(energies),
+                samples=Labels("system", system_ids),
+                components=[],
+                properties=Labels("energy", one),
+            )
+            result["energy"] = TensorMap(Labels("_", one), [block])
+        if "non_conservative_force" in outputs:
+            xyz = torch.arange(3, dtype=torch.int32, device=device)[:, None]
+            block = TensorBlock(
+                values=torch.cat(forces)[:, :, None],
+                samples=Labels(["system", "atom"], torch.cat(samples)),
+                components=[Labels("xyz", xyz)],
+                properties=Labels("non_conservative_force", one),
+            )
+            result["non_conservative_force"] = TensorMap(Labels("_", one), [block])
+        return result

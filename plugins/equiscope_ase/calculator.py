@@ -1,0 +1,75 @@
+"""``EquiscopeCalculator``: metatomic-ase's calculator on a symmetrised head.
+
+The head (see :mod:`equiscope_atoms.heads`) is built once and runs inside
+metatomic-ase's own ``MetatomicCalculator``, so energies, forces and stress come from
+one backward pass exactly as for the raw model, and everything that works with it
+(``ase.md``, ``ase.optimize`` with cell filters, ``ase.phonons``) works here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from metatomic.torch import AtomisticModel, load_atomistic_model
+from metatomic_ase import MetatomicCalculator
+
+import equiscope as eq
+from equiscope_atoms.heads import HEAD_MODES, symmetrize_model
+
+__all__ = ["EquiscopeCalculator"]
+
+
+class EquiscopeCalculator(MetatomicCalculator):
+    """An ASE calculator for ``model`` (path to an exported ``.pt`` or an
+    ``AtomisticModel``) behind a symmetrised head.
+
+    :param mode: ``"average"`` (deterministic grid average), ``"random"`` (one
+        seeded Haar-random O(3) frame per call) or ``"random-group"`` (the grid, a
+        finite group, in a seeded random orientation per call)
+    :param grid: ``"octahedral"`` (24 rotations, removes lambda = 1, 2, 3, 5),
+        ``"icosahedral"`` (60, removes 1-5, 7, 8, 9), ``"tetrahedral"`` or
+        ``"lebedev"`` (with ``degree``)
+    :param inversion: include improper elements (O(3) instead of SO(3))
+    :param seed: seed of the random frames; the same seed gives the same sequence
+    :param max_lambda: largest lambda of spherical outputs the head back-rotates
+    Other keyword arguments (``device``, ``non_conservative``, ...) go to
+    ``MetatomicCalculator``.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | AtomisticModel,
+        *,
+        mode: str = "average",
+        grid: str = "octahedral",
+        degree: int | None = None,
+        inversion: bool = True,
+        seed: int = 0,
+        max_lambda: int = 3,
+        **kwargs,
+    ):
+        if mode not in HEAD_MODES:
+            raise ValueError(f"unknown mode '{mode}'; expected one of {', '.join(HEAD_MODES)}")
+        if not isinstance(model, AtomisticModel):
+            path = Path(model)
+            if not path.is_file():
+                raise ValueError(f"model file {path} does not exist")
+            model = load_atomistic_model(str(path))
+        quadrature = None
+        if mode != "random":
+            quadrature = eq.grid(grid, degree=degree, inversion=inversion)
+        self.head_options = {
+            "mode": mode,
+            "grid": None if quadrature is None else quadrature.to_dict(),
+            "seed": seed,
+            "inversion": inversion,
+        }
+        head = symmetrize_model(
+            model,
+            mode=mode,
+            grid=quadrature,
+            seed=seed,
+            inversion=inversion,
+            max_lambda=max_lambda,
+        )
+        super().__init__(head, **kwargs)

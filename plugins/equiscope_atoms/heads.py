@@ -1,0 +1,279 @@
+"""Symmetrised output heads: a metatomic model wrapped so its outputs are averaged
+over (or randomised by) rotations, itself exportable and usable in any engine.
+
+Modes, for an inner model ``f`` and group elements ``g_i`` with weights ``w_i``:
+
+- ``average``: ``sum_i w_i rho(g_i)^T f(g_i x)``. Exactly removes every sector the
+  grid averages out (O: lambda = 1, 2, 3, 5; I: 1-5, 7, 8, 9; Lebedev degree d:
+  1..d) from every output; forces and stress, taken by the engine through autograd of
+  the averaged energy, inherit this. Deterministic, so NVE stays time-reversible.
+- ``random``: one Haar-random element of O(3) (SO(3) without inversion) per call,
+  drawn from a counter-based generator: the same ``seed`` gives the same sequence.
+  Turns a systematic orientation bias into noise of zero mean; a new frame every
+  step breaks the exact time reversibility of NVE.
+- ``random-group``: the grid (a finite group) in a random orientation per call:
+  the low sectors it removes are gone exactly, the rest becomes zero-mean noise.
+
+Outputs are back-transformed by how their blocks are labelled: no components
+(invariant), ``xyz`` (vector), ``xyz_1, xyz_2`` (rank 2), ``o3_mu`` with
+``o3_lambda, o3_sigma`` keys (spherical, real Wigner D precomputed as buffers).
+"""
+
+import math
+from typing import Dict, List, Optional
+
+import torch
+from metatensor.torch import Labels, LabelsEntry, TensorBlock, TensorMap
+from metatomic.torch import (
+    AtomisticModel,
+    ModelCapabilities,
+    ModelOutput,
+    System,
+)
+
+import equiscope as eq
+
+__all__ = ["HEAD_MODES", "SymmetrizedHead", "symmetrize_model"]
+
+HEAD_MODES = ("average", "random", "random-group")
+
+
+def _mix(z: torch.Tensor) -> torch.Tensor:
+    """splitmix64 finaliser on int64 tensors (wrapping arithmetic, logical shifts)."""
+    z = z ^ ((z >> 30) & ((1 << 34) - 1))
+    z = z * -4658895280553007687  # 0xBF58476D1CE4E5B9 as int64
+    z = z ^ ((z >> 27) & ((1 << 37) - 1))
+    z = z * -7723592293110705685  # 0x94D049BB133111EB as int64
+    return z ^ ((z >> 31) & ((1 << 33) - 1))
+
+
+def _uniforms(seed: int, counter: int, n: int) -> torch.Tensor:
+    """``n`` reproducible uniforms in [0, 1) for (seed, counter), float64."""
+    golden = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
+    index = torch.arange(n, dtype=torch.int64) + counter * 1024
+    state = _mix(index * golden + seed)
+    # top 53 bits (mask 2^53 - 1) scaled by 2^-53
+    return ((state >> 11) & 9007199254740991).to(torch.float64) / 9007199254740992.0
+
+
+def _random_rotation(u: torch.Tensor) -> torch.Tensor:
+    """Haar-random rotation from three uniforms (Shoemake's quaternion)."""
+    a, b, c = u[0], u[1], u[2]
+    r1, r2 = torch.sqrt(1.0 - a), torch.sqrt(a)
+    t1, t2 = 2.0 * math.pi * b, 2.0 * math.pi * c
+    w, x = r2 * torch.cos(t2), r1 * torch.sin(t1)
+    y, z = r1 * torch.cos(t1), r2 * torch.sin(t2)
+    return torch.stack(
+        [
+            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)]),
+            torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)]),
+            torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]),
+        ]
+    )
+
+
+class SymmetrizedHead(torch.nn.Module):
+    """TorchScript-compatible wrapper applying a symmetrised head to ``model``."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        grid: Optional[eq.Grid],
+        *,
+        mode: str,
+        seed: int,
+        inversion: bool,
+        max_lambda: int,
+        dtype: torch.dtype,
+    ):
+        super().__init__()
+        if mode not in HEAD_MODES:
+            raise ValueError(f"unknown head mode '{mode}'; expected one of {HEAD_MODES}")
+        if mode != "random" and grid is None:
+            raise ValueError(f"head mode '{mode}' needs a grid")
+        self.model = model
+        self.mode = mode
+        self.seed = int(seed)
+        self.inversion = inversion
+        self.max_lambda = max_lambda
+        if grid is None:
+            grid = eq.grid("random", n=1, seed=0)
+        self.register_buffer("rotations", grid.rotations.to(dtype))
+        self.register_buffer("weights", grid.weights.to(dtype))
+        self.register_buffer("counter", torch.zeros(1, dtype=torch.int64))
+        # Wigner D of the grid elements (average mode) per lambda, proper parts
+        proper = grid.rotations * torch.linalg.det(grid.rotations).round()[:, None, None]
+        self.wigner: List[torch.Tensor] = [
+            eq.wigner_d(lam, proper).to(dtype) for lam in range(max_lambda + 1)
+        ]
+
+    def _elements(self) -> torch.Tensor:
+        if self.mode == "average":
+            return self.rotations
+        counter = int(self.counter.item())
+        self.counter += 1
+        u = _uniforms(self.seed, counter, 4)
+        rotation = _random_rotation(u).to(self.rotations.dtype)
+        if self.inversion and bool(u[3] < 0.5):
+            rotation = -rotation
+        if self.mode == "random":
+            return rotation.unsqueeze(0)
+        return self.rotations @ rotation
+
+    def _wigner_for(self, lam: int, elements: torch.Tensor) -> torch.Tensor:
+        if self.mode == "average":
+            return self.wigner[lam]
+        raise ValueError(
+            "spherical outputs with random heads are not supported yet; use mode 'average'"
+        )
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+    ) -> Dict[str, TensorMap]:
+        elements = self._elements()
+        weights = self.weights
+        if self.mode != "average":
+            weights = torch.full(
+                [elements.shape[0]],
+                1.0 / elements.shape[0],
+                dtype=elements.dtype,
+                device=elements.device,
+            )
+        n = elements.shape[0]
+        copies: List[System] = []
+        for system in systems:
+            for i in range(n):
+                matrix = elements[i].to(system.positions.dtype)
+                copy = System(
+                    types=system.types,
+                    positions=system.positions @ matrix.T,
+                    cell=system.cell @ matrix.T,
+                    pbc=system.pbc,
+                )
+                for options in system.known_neighbor_lists():
+                    neighbors = system.get_neighbor_list(options)
+                    rotated = torch.einsum("ab,pbc->pac", matrix, neighbors.values)
+                    copy.add_neighbor_list(
+                        options,
+                        TensorBlock(
+                            values=rotated,
+                            samples=neighbors.samples,
+                            components=neighbors.components,
+                            properties=neighbors.properties,
+                        ),
+                    )
+                copies.append(copy)
+        copy_selection: Optional[Labels] = None
+        if selected_atoms is not None:
+            values = selected_atoms.values
+            rows: List[torch.Tensor] = []
+            for s in range(len(systems)):
+                mine = values[values[:, 0] == s]
+                for i in range(n):
+                    moved = mine.clone()
+                    moved[:, 0] = s * n + i
+                    rows.append(moved)
+            copy_selection = Labels(selected_atoms.names, torch.cat(rows))
+        raw = self.model(copies, outputs, copy_selection)
+        result: Dict[str, TensorMap] = {}
+        for name, tensor in raw.items():
+            blocks: List[TensorBlock] = []
+            for index in range(len(tensor.keys)):
+                key = tensor.keys.entry(index)
+                block = tensor.block(index)
+                blocks.append(self._average_block(key, block, elements, weights, len(systems)))
+            result[name] = TensorMap(tensor.keys, blocks)
+        return result
+
+    def _average_block(
+        self,
+        key: LabelsEntry,
+        block: TensorBlock,
+        elements: torch.Tensor,
+        weights: torch.Tensor,
+        n_systems: int,
+    ) -> TensorBlock:
+        n = elements.shape[0]
+        names = [c.names[0] for c in block.components]
+        system_column = block.samples.names.index("system")
+        sample_values = block.samples.values
+        order = torch.argsort(sample_values[:, system_column], stable=True)
+        values = block.values[order]
+        sample_values = sample_values[order]
+        rows = values.shape[0] // (n_systems * n)
+        shape = [n_systems, n, rows]
+        for size in values.shape[1:]:
+            shape.append(size)
+        values = values.reshape(shape)
+        w = weights.to(values.dtype)
+        r = elements.to(values.dtype)
+        if len(names) == 0:
+            averaged = torch.einsum("i,sir...->sr...", w, values)
+        elif names == ["xyz"]:
+            averaged = torch.einsum("i,iba,sirbp->srap", w, r, values)
+        elif names == ["xyz_1", "xyz_2"]:
+            averaged = torch.einsum("i,iba,sirbcp,icd->sradp", w, r, values, r)
+        elif names == ["o3_mu"]:
+            lam = int(key["o3_lambda"])
+            sigma = int(key["o3_sigma"])
+            d = self._wigner_for(lam, elements).to(values.dtype)
+            det = torch.linalg.det(r)
+            parity = torch.where(det < 0, float(sigma * (-1) ** lam), 1.0).to(values.dtype)
+            averaged = torch.einsum("i,i,iba,sirbp->srap", w, parity, d, values)
+        else:
+            raise ValueError("cannot symmetrise a block with components " + str(names))
+        new_samples = sample_values.reshape(n_systems, n, rows, -1)[:, 0].clone()
+        new_samples[:, :, system_column] = torch.arange(
+            n_systems, dtype=new_samples.dtype, device=new_samples.device
+        ).reshape(-1, 1)
+        flat_shape = [n_systems * rows]
+        for size in averaged.shape[2:]:
+            flat_shape.append(size)
+        return TensorBlock(
+            values=averaged.reshape(flat_shape),
+            samples=Labels(block.samples.names, new_samples.reshape(n_systems * rows, -1)),
+            components=block.components,
+            properties=block.properties,
+        )
+
+
+def symmetrize_model(
+    model: AtomisticModel,
+    *,
+    mode: str = "average",
+    grid: Optional[eq.Grid] = None,
+    seed: int = 0,
+    inversion: bool = True,
+    max_lambda: int = 3,
+) -> AtomisticModel:
+    """Wrap an exported metatomic ``model`` in a :class:`SymmetrizedHead`; the result
+    is an ``AtomisticModel`` (save it with ``.save(path)``)."""
+    capabilities = model.capabilities()
+    dtype = getattr(torch, capabilities.dtype or "float64")
+    if grid is not None and grid.group.name not in ("O(3)", "SO(3)"):
+        raise ValueError(f"heads need an SO(3) or O(3) grid, got {grid.group.name}")
+    head = SymmetrizedHead(
+        model.module,
+        grid,
+        mode=mode,
+        seed=seed,
+        inversion=inversion,
+        max_lambda=max_lambda,
+        dtype=dtype,
+    )
+    from .models import wrap_model
+
+    declared = wrap_model(model).auditable_outputs()  # without deprecated aliases
+    outputs = {name: capabilities.outputs[name] for name in declared}
+    new_capabilities = ModelCapabilities(
+        outputs=outputs,
+        atomic_types=capabilities.atomic_types,
+        interaction_range=capabilities.interaction_range,
+        length_unit=capabilities.length_unit,
+        supported_devices=capabilities.supported_devices,
+        dtype=capabilities.dtype,
+    )
+    return AtomisticModel(head.eval(), model.metadata(), new_capabilities)

@@ -1,0 +1,145 @@
+"""Symmetrised heads: exact removal of the sectors a grid averages out, seeded random
+frames, export, and the ASE calculator."""
+
+import ase
+import numpy as np
+import pytest
+import torch
+from metatomic.torch import ModelOutput, load_atomistic_model, systems_to_torch
+
+import equiscope as eq
+from _models import MultipoleAnisotropy, export
+from equiscope_ase import EquiscopeCalculator
+from equiscope_atoms import evaluate_orbit, wrap_model
+from equiscope_atoms.heads import symmetrize_model
+
+OUTPUTS = {
+    "energy": ModelOutput(unit="eV", sample_kind="system"),
+    "non_conservative_force": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
+}
+BIAS = [0.2, -0.1, 0.3]
+POSITIONS = [[0.0, 0.0, 0.0], [1.2, 0.1, -0.2], [-0.5, 0.9, 0.3], [0.1, -0.8, 0.7]]
+
+
+@pytest.fixture(scope="module")
+def raw_path(tmp_path_factory):
+    module = MultipoleAnisotropy([0.5, 0.4, 0.3, 0.25, 0.2, 0.15], BIAS)
+    return export(module, tmp_path_factory.mktemp("heads") / "multi.pt", outputs=OUTPUTS)
+
+
+@pytest.fixture(scope="module")
+def system():
+    return systems_to_torch(ase.Atoms("COHH", positions=POSITIONS), dtype=torch.float64)
+
+
+def energy_spectrum(model, system):
+    grid = eq.grid("lebedev", degree=12)  # resolves lambda <= 6
+    result = evaluate_orbit(wrap_model(model), system, grid, outputs=["energy"], batch_size=962)
+    return eq.spectrum(result.responses["energy"][:, 0, 0], grid, max_lambda=6)
+
+
+@pytest.mark.parametrize(
+    ("name", "removed", "kept"),
+    [("octahedral", {1, 2, 3, 5}, {4, 6}), ("icosahedral", {1, 2, 3, 4, 5}, {6})],
+)
+def test_average_removes_exactly_the_sectors_the_group_averages_out(
+    raw_path, system, name, removed, kept
+):
+    raw = load_atomistic_model(str(raw_path))
+    before = energy_spectrum(raw, system)
+    head = symmetrize_model(raw, mode="average", grid=eq.grid(name, inversion=True))
+    after = energy_spectrum(head, system)
+    for lam in removed | kept:
+        assert before[(lam, 0)] > 1e-5 * before.total  # planted in every lambda
+    for lam in removed:
+        assert after[(lam, 0)] < 1e-26 * after.total, lam
+    for lam in kept:
+        assert after[(lam, 0)] > 1e-6 * after.total, lam
+
+
+def force_output(model, system):
+    result = model.module(
+        [system], {"non_conservative_force": OUTPUTS["non_conservative_force"]}, None
+    )
+    return result["non_conservative_force"].block().values[:, :, 0]
+
+
+def pair_field(positions):
+    d = positions[None, :, :] - positions[:, None, :]
+    r = d.norm(dim=-1, keepdim=True)
+    unit = torch.where(r > 0, d / r.clamp(min=1e-30), 0.0)
+    return (torch.exp(-r) * unit).sum(1)
+
+
+@pytest.mark.parametrize("mode", ["average", "random-group"])
+def test_group_heads_remove_a_vector_bias_exactly(raw_path, system, mode):
+    raw = load_atomistic_model(str(raw_path))
+    head = symmetrize_model(raw, mode=mode, grid=eq.grid("octahedral", inversion=True), seed=3)
+    expected = pair_field(system.positions)
+    for _ in range(3):  # every call, whatever the random orientation
+        assert torch.allclose(force_output(head, system), expected, atol=1e-13)
+    assert not torch.allclose(force_output(raw, system), expected, atol=1e-3)
+
+
+def test_random_frame_turns_the_bias_into_a_rotated_bias(raw_path, system):
+    raw = load_atomistic_model(str(raw_path))
+    head = symmetrize_model(raw, mode="random", seed=5)
+    expected = pair_field(system.positions)
+    deviations = [force_output(head, system) - expected for _ in range(4)]
+    for deviation in deviations:
+        # Q^T b on every atom: same vector for all atoms, with the norm of b
+        assert torch.allclose(deviation, deviation[:1].expand_as(deviation), atol=1e-13)
+        assert float(deviation[0].norm()) == pytest.approx(float(np.linalg.norm(BIAS)), rel=1e-12)
+    assert not torch.allclose(deviations[0], deviations[1])
+
+
+def run_md(calculator, steps=5):
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = ase.Atoms("COHH", positions=POSITIONS)
+    atoms.calc = calculator
+    atoms.set_velocities(np.full((4, 3), 0.01))
+    VelocityVerlet(atoms, timestep=0.5).run(steps)
+    return atoms.positions.copy()
+
+
+def test_same_seed_same_trajectory(raw_path):
+    first = run_md(EquiscopeCalculator(raw_path, mode="random", seed=7))
+    second = run_md(EquiscopeCalculator(raw_path, mode="random", seed=7))
+    other = run_md(EquiscopeCalculator(raw_path, mode="random", seed=8))
+    assert np.array_equal(first, second)
+    assert not np.allclose(first, other, atol=1e-8)
+
+
+def test_saved_head_runs_in_metatomic_ase_with_the_same_numbers(raw_path, tmp_path):
+    from metatomic_ase import MetatomicCalculator
+
+    raw = load_atomistic_model(str(raw_path))
+    head = symmetrize_model(raw, mode="average", grid=eq.grid("icosahedral", inversion=True))
+    head.save(str(tmp_path / "head.pt"))
+    atoms = ase.Atoms("COHH", positions=POSITIONS)
+    atoms.calc = MetatomicCalculator(str(tmp_path / "head.pt"))
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    atoms.calc = EquiscopeCalculator(raw_path, mode="average", grid="icosahedral")
+    assert atoms.get_potential_energy() == pytest.approx(energy, rel=1e-12)
+    assert np.allclose(atoms.get_forces(), forces, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "smooth"}, "unknown mode 'smooth'"),
+        ({"grid": "cubic"}, "unknown grid 'cubic'"),
+        ({"grid": "lebedev"}, "needs degree="),
+    ],
+)
+def test_bad_head_options(raw_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EquiscopeCalculator(raw_path, **kwargs)
+
+
+def test_missing_model_and_axial_grid(raw_path, tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        EquiscopeCalculator(tmp_path / "nope.pt")
+    with pytest.raises(ValueError, match="SO\\(3\\) or O\\(3\\) grid"):
+        symmetrize_model(load_atomistic_model(str(raw_path)), grid=eq.grid("so2", n=4))
