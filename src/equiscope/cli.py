@@ -143,6 +143,49 @@ def _audit_command(args) -> int:
     return 0
 
 
+def _symmetrize_command(args) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    from equiscope_atoms import ModelLoadError, load_model
+    from equiscope_atoms.heads import HEAD_MODES, symmetrize_model
+
+    from .grids import grid
+
+    if args.mode not in HEAD_MODES:
+        raise BadInput(f"--mode {args.mode}: expected one of {', '.join(HEAD_MODES)}")
+    output = Path(args.output)
+    if output.suffix != ".pt":
+        raise BadInput(f"-o {output}: the symmetrised model is saved as a .pt file")
+    quadrature = None
+    if args.mode != "random":
+        try:
+            quadrature = grid(args.grid, degree=args.degree, inversion=args.inversion)
+        except ValueError as error:
+            raise BadInput(f"--grid: {error}") from None
+    try:
+        model = load_model(args.model)
+    except ModelLoadError as error:
+        raise BadInput(str(error)) from None
+    if not model.exported:
+        raise BadInput(f"{args.model}: export the checkpoint first (mtt export), then symmetrise")
+    head = symmetrize_model(
+        model.module,
+        mode=args.mode,
+        grid=quadrature,
+        seed=args.seed,
+        inversion=args.inversion,
+        max_lambda=args.max_lambda,
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.with_name(f".{output.name}.partial")
+    head.save(str(staging))
+    staging.replace(output)
+    size = "1 random frame" if quadrature is None else f"{quadrature.size} evaluations"
+    print(f"saved {output}: mode {args.mode}, {size} per call")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="equiscope",
@@ -225,6 +268,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", choices=["float32", "float64"], help="run a checkpoint in this dtype"
     )
     audit.set_defaults(handler=_audit_command)
+
+    symmetrize = sub.add_parser(
+        "symmetrize",
+        help="export a model behind a symmetrised output head",
+        description="Wrap an exported metatomic model in a symmetrised head and save it: "
+        "'average' over a grid (octahedral removes lambda = 1, 2, 3, 5 exactly with 24 "
+        "rotations; icosahedral 1-5, 7, 8, 9 with 60), 'random' (one seeded Haar-random "
+        "frame per call) or 'random-group' (the grid in a random orientation per call). "
+        "The result runs in any metatomic engine.",
+    )
+    symmetrize.add_argument("model", help="exported metatomic model (.pt)")
+    symmetrize.add_argument("-o", "--output", required=True, help="output .pt file")
+    symmetrize.add_argument("--mode", default="average", help="average, random or random-group")
+    symmetrize.add_argument(
+        "--grid", default="icosahedral", help="grid name (default: %(default)s)"
+    )
+    symmetrize.add_argument("--degree", type=int, help="Lebedev degree, for --grid lebedev")
+    symmetrize.add_argument("--inversion", action="store_true", help="include inversion (O(3))")
+    symmetrize.add_argument("--seed", type=int, default=0, help="seed of the random frames")
+    symmetrize.add_argument(
+        "--max-lambda", type=int, default=3, help="largest lambda of spherical outputs"
+    )
+    symmetrize.set_defaults(handler=_symmetrize_command)
 
     grid = sub.add_parser(
         "grid",

@@ -143,3 +143,19 @@ def test_missing_model_and_axial_grid(raw_path, tmp_path):
         EquiscopeCalculator(tmp_path / "nope.pt")
     with pytest.raises(ValueError, match="SO\\(3\\) or O\\(3\\) grid"):
         symmetrize_model(load_atomistic_model(str(raw_path)), grid=eq.grid("so2", n=4))
+
+
+def test_symmetrize_command(raw_path, tmp_path, capsys):
+    from equiscope.cli import main
+
+    output = tmp_path / "head.pt"
+    code = main(
+        ["symmetrize", str(raw_path), "-o", str(output), "--grid", "octahedral", "--inversion"]
+    )
+    assert code == 0 and "48 evaluations per call" in capsys.readouterr().out
+    head = load_atomistic_model(str(output))
+    system = systems_to_torch(ase.Atoms("COHH", positions=POSITIONS), dtype=torch.float64)
+    assert torch.allclose(force_output(head, system), pair_field(system.positions), atol=1e-13)
+    assert main(["symmetrize", str(raw_path), "-o", str(tmp_path / "x.pt"), "--mode", "x"]) == 2
+    assert main(["symmetrize", str(raw_path), "-o", str(tmp_path / "x.txt")]) == 2
+    assert not (tmp_path / "x.pt").exists()
