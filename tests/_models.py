@@ -14,6 +14,41 @@ from metatomic.torch import (
 )
 
 
+def _energy_and_force_maps(
+    systems: List[System],
+    outputs: Dict[str, ModelOutput],
+    energies: List[torch.Tensor],
+    forces: List[torch.Tensor],
+) -> Dict[str, TensorMap]:
+    """TensorMaps of per-system energies and per-atom vectors, as metatomic wants."""
+    device = systems[0].positions.device
+    one = torch.zeros(1, 1, dtype=torch.int32, device=device)
+    result: Dict[str, TensorMap] = {}
+    if "energy" in outputs:
+        system_ids = torch.arange(len(systems), dtype=torch.int32, device=device)[:, None]
+        block = TensorBlock(
+            values=torch.cat(energies),
+            samples=Labels("system", system_ids),
+            components=[],
+            properties=Labels("energy", one),
+        )
+        result["energy"] = TensorMap(Labels("_", one), [block])
+    if "non_conservative_force" in outputs:
+        samples: List[torch.Tensor] = []
+        for index, system in enumerate(systems):
+            atoms = torch.arange(len(system), dtype=torch.int32, device=device)
+            samples.append(torch.stack([torch.full_like(atoms, index), atoms], dim=1))
+        xyz = torch.arange(3, dtype=torch.int32, device=device)[:, None]
+        block = TensorBlock(
+            values=torch.cat(forces)[:, :, None],
+            samples=Labels(["system", "atom"], torch.cat(samples)),
+            components=[Labels("xyz", xyz)],
+            properties=Labels("non_conservative_force", one),
+        )
+        result["non_conservative_force"] = TensorMap(Labels("_", one), [block])
+    return result
+
+
 class PlantedAnisotropy(torch.nn.Module):
     """All-pairs model with a planted anisotropy along z.
 
@@ -34,8 +69,7 @@ class PlantedAnisotropy(torch.nn.Module):
     ) -> Dict[str, TensorMap]:
         energies: List[torch.Tensor] = []
         forces: List[torch.Tensor] = []
-        samples: List[torch.Tensor] = []
-        for index, system in enumerate(systems):
+        for system in systems:
             p = system.positions
             d = p[None, :, :] - p[:, None, :]
             n = p.shape[0]
@@ -48,44 +82,7 @@ class PlantedAnisotropy(torch.nn.Module):
             energies.append(0.5 * pair.sum().reshape(1, 1))
             f = (torch.exp(-r)[:, :, None] * unit * mask[:, :, None].to(p.dtype)).sum(1)
             forces.append(f + self.bias.to(p.dtype))
-            atoms = torch.arange(n, dtype=torch.int32, device=p.device)
-            samples.append(torch.stack([torch.full_like(atoms, index), atoms], dim=1))
-        device = systems[0].positions.device
-        result: Dict[str, TensorMap] = {}
-        if "energy" in outputs:
-            block = TensorBlock(
-                values=torch.cat(energies),
-                samples=Labels(
-                    "system",
-                    torch.arange(len(systems), dtype=torch.int32, device=device)[:, None],
-                ),
-                components=[],
-                properties=Labels("energy", torch.zeros(1, 1, dtype=torch.int32, device=device)),
-            )
-            result["energy"] = TensorMap(
-                Labels("_", torch.zeros(1, 1, dtype=torch.int32, device=device)),
-                [block],
-            )
-        if "non_conservative_force" in outputs:
-            block = TensorBlock(
-                values=torch.cat(forces)[:, :, None],
-                samples=Labels(["system", "atom"], torch.cat(samples)),
-                components=[
-                    Labels(
-                        "xyz",
-                        torch.arange(3, dtype=torch.int32, device=device)[:, None],
-                    )
-                ],
-                properties=Labels(
-                    "non_conservative_force",
-                    torch.zeros(1, 1, dtype=torch.int32, device=device),
-                ),
-            )
-            result["non_conservative_force"] = TensorMap(
-                Labels("_", torch.zeros(1, 1, dtype=torch.int32, device=device)),
-                [block],
-            )
-        return result
+        return _energy_and_force_maps(systems, outputs, energies, forces)
 
 
 def atomistic(module: torch.nn.Module) -> AtomisticModel:
@@ -203,8 +200,8 @@ def write_copper(path, n: int = 2, *, labels: bool = True, repeat=(1, 1, 2), dis
     import ase.build
     import ase.io
     import numpy as np
-    from ase.calculators.emt import EMT
-    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from equiscope_atoms.demo import with_emt_labels
 
     frames = []
     for index in range(n):
@@ -230,15 +227,7 @@ def write_copper(path, n: int = 2, *, labels: bool = True, repeat=(1, 1, 2), dis
                 ):
                     positions.append(candidate)
             atoms.positions = np.array(positions)
-        if labels:
-            atoms.calc = EMT()
-            results = {
-                "energy": atoms.get_potential_energy(),
-                "forces": atoms.get_forces(),
-                "stress": atoms.get_stress(),
-            }
-            atoms.calc = SinglePointCalculator(atoms, **results)
-        frames.append(atoms)
+        frames.append(with_emt_labels(atoms) if labels else atoms)
     ase.io.write(str(path), frames, format="extxyz")
     return path
 
@@ -264,8 +253,7 @@ class MultipoleAnisotropy(torch.nn.Module):
     ) -> Dict[str, TensorMap]:
         energies: List[torch.Tensor] = []
         forces: List[torch.Tensor] = []
-        samples: List[torch.Tensor] = []
-        for index, system in enumerate(systems):
+        for system in systems:
             p = system.positions
             d = p[None, :, :] - p[:, None, :]
             n = p.shape[0]
@@ -287,27 +275,4 @@ class MultipoleAnisotropy(torch.nn.Module):
             energies.append(energy.reshape(1, 1))
             f = (torch.exp(-r)[:, :, None] * unit * mask[:, :, None]).sum(1)
             forces.append(f + self.bias.to(p.dtype))
-            atoms = torch.arange(n, dtype=torch.int32, device=p.device)
-            samples.append(torch.stack([torch.full_like(atoms, index), atoms], dim=1))
-        device = systems[0].positions.device
-        one = torch.zeros(1, 1, dtype=torch.int32, device=device)
-        result: Dict[str, TensorMap] = {}
-        if "energy" in outputs:
-            system_ids = torch.arange(len(systems), dtype=torch.int32, device=device)[:, None]
-            block = TensorBlock(
-                values=torch.cat(energies),
-                samples=Labels("system", system_ids),
-                components=[],
-                properties=Labels("energy", one),
-            )
-            result["energy"] = TensorMap(Labels("_", one), [block])
-        if "non_conservative_force" in outputs:
-            xyz = torch.arange(3, dtype=torch.int32, device=device)[:, None]
-            block = TensorBlock(
-                values=torch.cat(forces)[:, :, None],
-                samples=Labels(["system", "atom"], torch.cat(samples)),
-                components=[Labels("xyz", xyz)],
-                properties=Labels("non_conservative_force", one),
-            )
-            result["non_conservative_force"] = TensorMap(Labels("_", one), [block])
-        return result
+        return _energy_and_force_maps(systems, outputs, energies, forces)

@@ -23,7 +23,7 @@ from .data import read_structures
 from .models import load_model
 from .report import markdown_summary, write_report
 
-__all__ = ["generate_copper", "run_demo", "train_pet"]
+__all__ = ["generate_copper", "run_demo", "train_pet", "with_emt_labels"]
 
 OPTIONS = """\
 seed: {seed}
@@ -60,13 +60,26 @@ test_set: 0.0
 """
 
 
+def with_emt_labels(atoms):
+    """``atoms`` with EMT energy, forces and stress stored as a single-point result."""
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms.calc = EMT()
+    results = {
+        "energy": atoms.get_potential_energy(),
+        "forces": atoms.get_forces(),
+        "stress": atoms.get_stress(),
+    }
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
+
+
 def generate_copper(path: Path, n: int, *, seed: int = 0) -> Path:
     """``n`` rattled, randomly strained 8-atom fcc Cu cells with EMT labels."""
     import ase.build
     import ase.io
     import numpy as np
-    from ase.calculators.emt import EMT
-    from ase.calculators.singlepoint import SinglePointCalculator
 
     generator = np.random.default_rng(seed)
     frames = []
@@ -75,14 +88,7 @@ def generate_copper(path: Path, n: int, *, seed: int = 0) -> Path:
         strain = np.eye(3) + 0.02 * generator.standard_normal((3, 3))
         atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
         atoms.rattle(0.12, seed=seed + index)
-        atoms.calc = EMT()
-        results = {
-            "energy": atoms.get_potential_energy(),
-            "forces": atoms.get_forces(),
-            "stress": atoms.get_stress(),
-        }
-        atoms.calc = SinglePointCalculator(atoms, **results)
-        frames.append(atoms)
+        frames.append(with_emt_labels(atoms))
     ase.io.write(str(path), frames, format="extxyz")
     return path
 
