@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from metatomic.torch import AtomisticModel, load_atomistic_model
+from metatomic.torch import AtomisticModel, ModelOutput, load_atomistic_model
 from metatomic_ase import MetatomicCalculator
 
 import equiscope as eq
 from equiscope_atoms.heads import HEAD_MODES, symmetrize_model
 
 __all__ = ["EquiscopeCalculator"]
+
+_ENERGY_VARIANCE = "equiscope::variance::energy"
 
 
 class EquiscopeCalculator(MetatomicCalculator):
@@ -32,6 +34,9 @@ class EquiscopeCalculator(MetatomicCalculator):
     :param inversion: include improper elements (O(3) instead of SO(3))
     :param seed: seed of the random frames; the same seed gives the same sequence
     :param max_lambda: largest lambda of spherical outputs the head back-rotates
+    :param diagnostics: store ``results["energy_rot_std"]``, the spread (square root
+        of A^2) of the back-rotated energies over the head's grid at every call
+        (``average`` and ``random-group`` modes)
     Other keyword arguments (``device``, ``non_conservative``, ...) go to
     ``MetatomicCalculator``.
     """
@@ -46,6 +51,7 @@ class EquiscopeCalculator(MetatomicCalculator):
         inversion: bool = True,
         seed: int = 0,
         max_lambda: int = 3,
+        diagnostics: bool = False,
         **kwargs,
     ):
         if mode not in HEAD_MODES:
@@ -71,5 +77,20 @@ class EquiscopeCalculator(MetatomicCalculator):
             seed=seed,
             inversion=inversion,
             max_lambda=max_lambda,
+            diagnostics=diagnostics,
         )
+        self.diagnostics = diagnostics
+        if diagnostics:
+            requests = dict(kwargs.pop("additional_outputs", None) or {})
+            requests[_ENERGY_VARIANCE] = ModelOutput(sample_kind="system")
+            kwargs["additional_outputs"] = requests
         super().__init__(head, **kwargs)
+
+    def calculate(self, atoms=None, properties=None, system_changes=None):
+        if system_changes is None:
+            super().calculate(atoms, properties)
+        else:
+            super().calculate(atoms, properties, system_changes)
+        if self.diagnostics and _ENERGY_VARIANCE in self.additional_outputs:
+            variance = self.additional_outputs[_ENERGY_VARIANCE].block().values
+            self.results["energy_rot_std"] = float(variance.detach().sum().sqrt())

@@ -20,7 +20,7 @@ Outputs are back-transformed by how their blocks are labelled: no components
 """
 
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from metatensor.torch import Labels, LabelsEntry, TensorBlock, TensorMap
@@ -177,15 +177,28 @@ class SymmetrizedHead(torch.nn.Module):
                     moved[:, 0] = s * n + i
                     rows.append(moved)
             copy_selection = Labels(selected_atoms.names, torch.cat(rows))
-        raw = self.model(copies, outputs, copy_selection)
+        prefix = "equiscope::variance::"
+        inner: Dict[str, ModelOutput] = {}
+        for name, output in outputs.items():
+            source = name[len(prefix) :] if name.startswith(prefix) else name
+            if source not in inner:
+                inner[source] = output
+        raw = self.model(copies, inner, copy_selection)
         result: Dict[str, TensorMap] = {}
         for name, tensor in raw.items():
             blocks: List[TensorBlock] = []
+            spreads: List[TensorBlock] = []
             for index in range(len(tensor.keys)):
                 key = tensor.keys.entry(index)
-                block = tensor.block(index)
-                blocks.append(self._average_block(key, block, elements, weights, len(systems)))
-            result[name] = TensorMap(tensor.keys, blocks)
+                mean, spread = self._average_block(
+                    key, tensor.block(index), elements, weights, len(systems)
+                )
+                blocks.append(mean)
+                spreads.append(spread)
+            if name in outputs:
+                result[name] = TensorMap(tensor.keys, blocks)
+            if prefix + name in outputs:
+                result[prefix + name] = TensorMap(tensor.keys, spreads)
         return result
 
     def _average_block(
@@ -195,7 +208,9 @@ class SymmetrizedHead(torch.nn.Module):
         elements: torch.Tensor,
         weights: torch.Tensor,
         n_systems: int,
-    ) -> TensorBlock:
+    ) -> Tuple[TensorBlock, TensorBlock]:
+        """Average over the copies and the component-summed variance A^2 of the
+        back-transformed copies."""
         n = elements.shape[0]
         names = [c.names[0] for c in block.components]
         system_column = block.samples.names.index("system")
@@ -211,20 +226,26 @@ class SymmetrizedHead(torch.nn.Module):
         w = weights.to(values.dtype)
         r = elements.to(values.dtype)
         if len(names) == 0:
-            averaged = torch.einsum("i,sir...->sr...", w, values)
+            z = values
         elif names == ["xyz"]:
-            averaged = torch.einsum("i,iba,sirbp->srap", w, r, values)
+            z = torch.einsum("iba,sirbp->sirap", r, values)
         elif names == ["xyz_1", "xyz_2"]:
-            averaged = torch.einsum("i,iba,sirbcp,icd->sradp", w, r, values, r)
+            z = torch.einsum("iba,sirbcp,icd->siradp", r, values, r)
         elif names == ["o3_mu"]:
             lam = int(key["o3_lambda"])
             sigma = int(key["o3_sigma"])
             d = self._wigner_for(lam, elements).to(values.dtype)
             det = torch.linalg.det(r)
             parity = torch.where(det < 0, float(sigma * (-1) ** lam), 1.0).to(values.dtype)
-            averaged = torch.einsum("i,i,iba,sirbp->srap", w, parity, d, values)
+            z = torch.einsum("i,iba,sirbp->sirap", parity, d, values)
         else:
             raise ValueError("cannot symmetrise a block with components " + str(names))
+        averaged = torch.einsum("i,sir...->sr...", w, z)
+        deviation = (z - averaged.unsqueeze(1)).square()
+        if len(names) > 0:
+            # sum over the component axes: [s, i, r, *components, p] -> [s, i, r, p]
+            deviation = deviation.flatten(3, 2 + len(names)).sum(3)
+        variance = torch.einsum("i,sir...->sr...", w, deviation)
         new_samples = sample_values.reshape(n_systems, n, rows, -1)[:, 0].clone()
         new_samples[:, :, system_column] = torch.arange(
             n_systems, dtype=new_samples.dtype, device=new_samples.device
@@ -232,12 +253,20 @@ class SymmetrizedHead(torch.nn.Module):
         flat_shape = [n_systems * rows]
         for size in averaged.shape[2:]:
             flat_shape.append(size)
-        return TensorBlock(
+        samples = Labels(block.samples.names, new_samples.reshape(n_systems * rows, -1))
+        mean = TensorBlock(
             values=averaged.reshape(flat_shape),
-            samples=Labels(block.samples.names, new_samples.reshape(n_systems * rows, -1)),
+            samples=samples,
             components=block.components,
             properties=block.properties,
         )
+        spread = TensorBlock(
+            values=variance.reshape(n_systems * rows, variance.shape[-1]),
+            samples=samples,
+            components=[],
+            properties=block.properties,
+        )
+        return mean, spread
 
 
 def symmetrize_model(
@@ -248,9 +277,14 @@ def symmetrize_model(
     seed: int = 0,
     inversion: bool = True,
     max_lambda: int = 3,
+    diagnostics: bool = False,
 ) -> AtomisticModel:
     """Wrap an exported metatomic ``model`` in a :class:`SymmetrizedHead`; the result
-    is an ``AtomisticModel`` (save it with ``.save(path)``)."""
+    is an ``AtomisticModel`` (save it with ``.save(path)``).
+
+    With ``diagnostics=True`` the head also offers ``equiscope::variance::<name>`` for
+    every output: the equivariance variance A^2 of the copies it averages (summed over
+    components), so any engine can log the symmetry error along a run."""
     capabilities = model.capabilities()
     dtype = getattr(torch, capabilities.dtype or "float64")
     if grid is not None and grid.group.name not in ("O(3)", "SO(3)"):
@@ -268,6 +302,17 @@ def symmetrize_model(
 
     declared = wrap_model(model).auditable_outputs()  # without deprecated aliases
     outputs = {name: capabilities.outputs[name] for name in declared}
+    if diagnostics:
+        if mode == "random":
+            raise ValueError("diagnostics need several copies per call: use 'average'")
+        for name in declared:
+            source = capabilities.outputs[name]
+            unit = f"({source.unit})^2" if source.unit else ""
+            outputs["equiscope::variance::" + name] = ModelOutput(
+                unit=unit,
+                sample_kind=source.sample_kind,
+                description=f"A^2 of '{name}' over the head's grid, summed over components",
+            )
     new_capabilities = ModelCapabilities(
         outputs=outputs,
         atomic_types=capabilities.atomic_types,

@@ -159,3 +159,43 @@ def test_symmetrize_command(raw_path, tmp_path, capsys):
     assert main(["symmetrize", str(raw_path), "-o", str(tmp_path / "x.pt"), "--mode", "x"]) == 2
     assert main(["symmetrize", str(raw_path), "-o", str(tmp_path / "x.txt")]) == 2
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_exported_diagnostics_give_the_known_variance(raw_path, system, tmp_path):
+    raw = load_atomistic_model(str(raw_path))
+    grid = eq.grid("octahedral", inversion=True)
+    head = symmetrize_model(raw, mode="average", grid=grid, diagnostics=True)
+    head.save(str(tmp_path / "diagnostic.pt"))
+    head = load_atomistic_model(str(tmp_path / "diagnostic.pt"))
+    requests = {
+        "equiscope::variance::non_conservative_force": OUTPUTS["non_conservative_force"],
+        "equiscope::variance::energy": OUTPUTS["energy"],
+        "energy": OUTPUTS["energy"],
+    }
+    result = head.module([system], requests, None)
+    # a constant bias b on a vector output: A^2 = |b|^2 on every atom
+    variance = result["equiscope::variance::non_conservative_force"].block().values
+    assert torch.allclose(variance, torch.full_like(variance, sum(b * b for b in BIAS)))
+    # the energy variance is the audit engine's A^2 on the same grid
+    orbit = evaluate_orbit(wrap_model(raw), system, grid, outputs=["energy"])
+    expected = eq.equivariance_variance(orbit.responses["energy"][:, 0, 0], grid, "scalar")
+    energy_variance = result["equiscope::variance::energy"].block().values
+    assert float(energy_variance) == pytest.approx(float(expected), rel=1e-10)
+    assert float(result["energy"].block().values) == pytest.approx(
+        float(eq.symmetrize(orbit.responses["energy"][:, 0, 0], grid, "scalar")), rel=1e-12
+    )
+    with pytest.raises(ValueError, match="diagnostics need several copies"):
+        symmetrize_model(raw, mode="random", diagnostics=True)
+
+
+def test_calculator_stores_the_spread(raw_path):
+    atoms = ase.Atoms("COHH", positions=POSITIONS)
+    atoms.calc = EquiscopeCalculator(raw_path, grid="octahedral", diagnostics=True)
+    atoms.get_potential_energy()
+    spread = atoms.calc.results["energy_rot_std"]
+    raw = load_atomistic_model(str(raw_path))
+    system = systems_to_torch(atoms, dtype=torch.float64)
+    grid = eq.grid("octahedral", inversion=True)
+    orbit = evaluate_orbit(wrap_model(raw), system, grid, outputs=["energy"])
+    a2 = eq.equivariance_variance(orbit.responses["energy"][:, 0, 0], grid, "scalar")
+    assert spread == pytest.approx(float(a2) ** 0.5, rel=1e-10)
