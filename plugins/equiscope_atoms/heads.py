@@ -13,6 +13,9 @@ Modes, for an inner model ``f`` and group elements ``g_i`` with weights ``w_i``:
   step breaks the exact time reversibility of NVE.
 - ``random-group``: the grid (a finite group) in a random orientation per call:
   the low sectors it removes are gone exactly, the rest becomes zero-mean noise.
+- ``diagnose``: the raw model's outputs unchanged, plus ``equiscope::variance::<name>``
+  computed on the grid: an exportable diagnostic wrapper that lets any engine log the
+  equivariance error along a run.
 
 Outputs are back-transformed by how their blocks are labelled: no components
 (invariant), ``xyz`` (vector), ``xyz_1, xyz_2`` (rank 2), ``o3_mu`` with
@@ -35,7 +38,7 @@ import equiscope as eq
 
 __all__ = ["HEAD_MODES", "SymmetrizedHead", "symmetrize_model"]
 
-HEAD_MODES = ("average", "random", "random-group")
+HEAD_MODES = ("average", "random", "random-group", "diagnose")
 
 
 def _mix(z: torch.Tensor) -> torch.Tensor:
@@ -108,7 +111,7 @@ class SymmetrizedHead(torch.nn.Module):
         ]
 
     def _elements(self) -> torch.Tensor:
-        if self.mode == "average":
+        if self.mode == "average" or self.mode == "diagnose":
             return self.rotations
         counter = int(self.counter.item())
         self.counter += 1
@@ -121,7 +124,7 @@ class SymmetrizedHead(torch.nn.Module):
         return self.rotations @ rotation
 
     def _wigner_for(self, lam: int, elements: torch.Tensor) -> torch.Tensor:
-        if self.mode == "average":
+        if self.mode == "average" or self.mode == "diagnose":
             return self.wigner[lam]
         raise ValueError(
             "spherical outputs with random heads are not supported yet; use mode 'average'"
@@ -135,7 +138,7 @@ class SymmetrizedHead(torch.nn.Module):
     ) -> Dict[str, TensorMap]:
         elements = self._elements()
         weights = self.weights
-        if self.mode != "average":
+        if self.mode == "random" or self.mode == "random-group":
             weights = torch.full(
                 [elements.shape[0]],
                 1.0 / elements.shape[0],
@@ -185,6 +188,13 @@ class SymmetrizedHead(torch.nn.Module):
                 inner[source] = output
         raw = self.model(copies, inner, copy_selection)
         result: Dict[str, TensorMap] = {}
+        if self.mode == "diagnose":
+            plain: Dict[str, ModelOutput] = {}
+            for name, output in outputs.items():
+                if not name.startswith(prefix):
+                    plain[name] = output
+            if len(plain) > 0:
+                result = self.model(systems, plain, selected_atoms)
         for name, tensor in raw.items():
             blocks: List[TensorBlock] = []
             spreads: List[TensorBlock] = []
@@ -195,7 +205,7 @@ class SymmetrizedHead(torch.nn.Module):
                 )
                 blocks.append(mean)
                 spreads.append(spread)
-            if name in outputs:
+            if name in outputs and self.mode != "diagnose":
                 result[name] = TensorMap(tensor.keys, blocks)
             if prefix + name in outputs:
                 result[prefix + name] = TensorMap(tensor.keys, spreads)
@@ -302,7 +312,7 @@ def symmetrize_model(
 
     declared = wrap_model(model).auditable_outputs()  # without deprecated aliases
     outputs = {name: capabilities.outputs[name] for name in declared}
-    if diagnostics:
+    if diagnostics or mode == "diagnose":
         if mode == "random":
             raise ValueError("diagnostics need several copies per call: use 'average'")
         for name in declared:

@@ -275,12 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Wrap an exported metatomic model in a symmetrised head and save it: "
         "'average' over a grid (octahedral removes lambda = 1, 2, 3, 5 exactly with 24 "
         "rotations; icosahedral 1-5, 7, 8, 9 with 60), 'random' (one seeded Haar-random "
-        "frame per call) or 'random-group' (the grid in a random orientation per call). "
+        "frame per call), 'random-group' (the grid in a random orientation per call) or "
+        "'diagnose' (raw outputs plus equiscope::variance::<name> on the grid). "
         "The result runs in any metatomic engine.",
     )
     symmetrize.add_argument("model", help="exported metatomic model (.pt)")
     symmetrize.add_argument("-o", "--output", required=True, help="output .pt file")
-    symmetrize.add_argument("--mode", default="average", help="average, random or random-group")
+    symmetrize.add_argument(
+        "--mode", default="average", help="average, random, random-group or diagnose"
+    )
     symmetrize.add_argument(
         "--grid", default="icosahedral", help="grid name (default: %(default)s)"
     )

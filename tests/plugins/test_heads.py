@@ -199,3 +199,21 @@ def test_calculator_stores_the_spread(raw_path):
     orbit = evaluate_orbit(wrap_model(raw), system, grid, outputs=["energy"])
     a2 = eq.equivariance_variance(orbit.responses["energy"][:, 0, 0], grid, "scalar")
     assert spread == pytest.approx(float(a2) ** 0.5, rel=1e-10)
+
+
+def test_diagnose_mode_passes_raw_outputs_through(raw_path, system, tmp_path):
+    raw = load_atomistic_model(str(raw_path))
+    grid = eq.grid("octahedral", inversion=True)
+    wrapper = symmetrize_model(raw, mode="diagnose", grid=grid)
+    wrapper.save(str(tmp_path / "diagnose.pt"))
+    wrapper = load_atomistic_model(str(tmp_path / "diagnose.pt"))
+    requests = {"energy": OUTPUTS["energy"], "equiscope::variance::energy": OUTPUTS["energy"]}
+    result = wrapper.module([system], requests, None)
+    plain = raw.module([system], {"energy": OUTPUTS["energy"]}, None)
+    assert torch.equal(result["energy"].block().values, plain["energy"].block().values)
+    orbit = evaluate_orbit(wrap_model(raw), system, grid, outputs=["energy"])
+    expected = eq.equivariance_variance(orbit.responses["energy"][:, 0, 0], grid, "scalar")
+    assert float(result["equiscope::variance::energy"].block().values) == pytest.approx(
+        float(expected), rel=1e-10
+    )
+    assert torch.equal(force_output(wrapper, system), force_output(raw, system))
