@@ -31,6 +31,7 @@ from metatomic.torch import (
     AtomisticModel,
     ModelCapabilities,
     ModelOutput,
+    NeighborListOptions,
     System,
 )
 
@@ -104,11 +105,17 @@ class SymmetrizedHead(torch.nn.Module):
         self.register_buffer("rotations", grid.rotations.to(dtype))
         self.register_buffer("weights", grid.weights.to(dtype))
         self.register_buffer("counter", torch.zeros(1, dtype=torch.int64))
+        self._requested_neighbor_lists: List[NeighborListOptions] = []
         # Wigner D of the grid elements (average mode) per lambda, proper parts
         proper = grid.rotations * torch.linalg.det(grid.rotations).round()[:, None, None]
         self.wigner: List[torch.Tensor] = [
             eq.wigner_d(lam, proper).to(dtype) for lam in range(max_lambda + 1)
         ]
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        """The wrapped model's neighbour lists (a loaded TorchScript model no longer
+        exposes them itself, so they are copied at wrapping time)."""
+        return self._requested_neighbor_lists
 
     def _elements(self) -> torch.Tensor:
         if self.mode == "average" or self.mode == "diagnose":
@@ -308,6 +315,11 @@ def symmetrize_model(
         max_lambda=max_lambda,
         dtype=dtype,
     )
+    for options in model.requested_neighbor_lists():
+        copied = NeighborListOptions(options.cutoff, options.full_list, options.strict)
+        for requestor in options.requestors():
+            copied.add_requestor(requestor)
+        head._requested_neighbor_lists.append(copied)
     from .models import wrap_model
 
     declared = wrap_model(model).auditable_outputs()  # without deprecated aliases

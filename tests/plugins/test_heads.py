@@ -2,6 +2,7 @@
 frames, export, and the ASE calculator."""
 
 import ase
+import ase.io
 import numpy as np
 import pytest
 import torch
@@ -217,3 +218,22 @@ def test_diagnose_mode_passes_raw_outputs_through(raw_path, system, tmp_path):
         float(expected), rel=1e-10
     )
     assert torch.equal(force_output(wrapper, system), force_output(raw, system))
+
+
+def test_head_on_a_neighbour_list_model_keeps_an_invariant_model_unchanged(tmp_path):
+    from metatomic_ase import MetatomicCalculator
+
+    from _models import PairPotential, write_copper
+
+    model = export(PairPotential(), tmp_path / "lj.pt")
+    atoms = ase.io.read(str(write_copper(tmp_path / "cu.xyz", n=1, disorder=True, labels=False)))
+    atoms.calc = MetatomicCalculator(str(model))
+    energy, forces, stress = (
+        atoms.get_potential_energy(),
+        atoms.get_forces(),
+        atoms.get_stress(),
+    )
+    atoms.calc = EquiscopeCalculator(model, grid="octahedral")
+    assert atoms.get_potential_energy() == pytest.approx(energy, rel=1e-12)
+    assert np.allclose(atoms.get_forces(), forces, atol=1e-10)
+    assert np.allclose(atoms.get_stress(), stress, atol=1e-10)
