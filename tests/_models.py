@@ -242,7 +242,7 @@ class MultipoleAnisotropy(torch.nn.Module):
 
     def __init__(self, coefficients: List[float], bias: List[float]):
         super().__init__()
-        self.coefficients = coefficients
+        self.coefficients = [float(c) for c in coefficients]
         self.register_buffer("bias", torch.tensor(bias, dtype=torch.float64))
 
     def forward(

@@ -21,13 +21,54 @@ __all__ = ["EquiscopeCalculator"]
 _ENERGY_VARIANCE = "equiscope::variance::energy"
 
 
+def _load(model) -> AtomisticModel:
+    if isinstance(model, AtomisticModel):
+        return model
+    path = Path(model)
+    if not path.is_file():
+        raise ValueError(f"model file {path} does not exist")
+    return load_atomistic_model(str(path))
+
+
+def _auto(model, probe, tolerance, inversion):
+    """Choose the grid of mode 'auto' from the energy spectrum on ``probe``."""
+    from metatomic.torch import systems_to_torch
+
+    from equiscope_atoms import wrap_model
+    from equiscope_atoms.grid_choice import breaking_lambdas, cheapest_grid
+
+    if probe is None:
+        raise ValueError("mode 'auto' needs probe= (ASE Atoms to measure the model on)")
+    probes = probe if isinstance(probe, list | tuple) else [probe]
+    model = _load(model)
+    dtype = getattr(__import__("torch"), model.capabilities().dtype or "float64")
+    systems = [systems_to_torch(atoms, dtype=dtype) for atoms in probes]
+    degrees, odd = breaking_lambdas(wrap_model(model), systems, tolerance=tolerance)
+    grid = cheapest_grid(degrees, inversion=inversion or odd)
+    if grid is None:  # nothing to remove: a one-element identity "grid"
+        import torch
+
+        identity = torch.eye(3, dtype=torch.float64)[None]
+        grid = eq.Grid(
+            "identity",
+            eq.Group("SO(3)"),
+            identity,
+            torch.ones(1, dtype=torch.float64),
+            check_degree=0,
+        )
+    return model, grid, inversion or odd, "average"
+
+
 class EquiscopeCalculator(MetatomicCalculator):
     """An ASE calculator for ``model`` (path to an exported ``.pt`` or an
     ``AtomisticModel``) behind a symmetrised head.
 
     :param mode: ``"average"`` (deterministic grid average), ``"random"`` (one
-        seeded Haar-random O(3) frame per call) or ``"random-group"`` (the grid, a
-        finite group, in a seeded random orientation per call)
+        seeded Haar-random O(3) frame per call), ``"random-group"`` (the grid, a
+        finite group, in a seeded random orientation per call) or ``"auto"``: probe
+        the energy spectrum on ``probe`` (Atoms or a list of them) and average over the
+        cheapest grid that removes every lambda above ``tolerance``
+        (``self.head_options`` records the choice)
     :param grid: ``"octahedral"`` (24 rotations, removes lambda = 1, 2, 3, 5),
         ``"icosahedral"`` (60, removes 1-5, 7, 8, 9), ``"tetrahedral"`` or
         ``"lebedev"`` (with ``degree``)
@@ -52,17 +93,19 @@ class EquiscopeCalculator(MetatomicCalculator):
         seed: int = 0,
         max_lambda: int = 3,
         diagnostics: bool = False,
+        probe=None,
+        tolerance: float = 1e-6,
         **kwargs,
     ):
+        if mode == "auto":
+            model, grid, inversion, mode = _auto(model, probe, tolerance, inversion)
         if mode not in HEAD_MODES:
             raise ValueError(f"unknown mode '{mode}'; expected one of {', '.join(HEAD_MODES)}")
-        if not isinstance(model, AtomisticModel):
-            path = Path(model)
-            if not path.is_file():
-                raise ValueError(f"model file {path} does not exist")
-            model = load_atomistic_model(str(path))
+        model = _load(model)
         quadrature = None
-        if mode != "random":
+        if isinstance(grid, eq.Grid):
+            quadrature = grid
+        elif mode != "random":
             quadrature = eq.grid(grid, degree=degree, inversion=inversion)
         self.head_options = {
             "mode": mode,

@@ -237,3 +237,40 @@ def test_head_on_a_neighbour_list_model_keeps_an_invariant_model_unchanged(tmp_p
     assert atoms.get_potential_energy() == pytest.approx(energy, rel=1e-12)
     assert np.allclose(atoms.get_forces(), forces, atol=1e-10)
     assert np.allclose(atoms.get_stress(), stress, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("coefficients", "degrees", "grid"),
+    [
+        ([0.0, 0.5], {2}, "tetrahedral"),
+        ([0.3, 0.5, 0.2], {1, 2, 3}, "octahedral"),
+        ([0.0, 0.0, 0.0, 0.4], {4}, "icosahedral"),
+        ([0.0, 0.0, 0.0, 0.0, 0.0, 0.3], {6}, "lebedev"),
+    ],
+)
+def test_auto_picks_the_cheapest_grid_for_the_planted_sectors(
+    tmp_path, system, coefficients, degrees, grid
+):
+    from equiscope_atoms import load_model
+    from equiscope_atoms.grid_choice import breaking_lambdas, cheapest_grid
+
+    path = export(
+        MultipoleAnisotropy(coefficients, [0.0, 0.0, 0.0]),
+        tmp_path / "planted.pt",
+        outputs={"energy": OUTPUTS["energy"]},
+    )
+    found, odd = breaking_lambdas(load_model(path), [system])
+    assert found == degrees and not odd
+    chosen = cheapest_grid(found)
+    assert chosen.name == grid
+    assert set(degrees) <= set(chosen.averages_out)
+
+
+def test_auto_calculator(raw_path):
+    atoms = ase.Atoms("COHH", positions=POSITIONS)
+    calculator = EquiscopeCalculator(raw_path, mode="auto", probe=atoms)
+    # lambda = 1..6 planted: a Lebedev grid of degree 6 is the cheapest that removes all
+    assert calculator.head_options["grid"]["name"] == "lebedev"
+    assert set(range(1, 7)) <= set(calculator.head_options["grid"]["averages_out"])
+    with pytest.raises(ValueError, match="needs probe="):
+        EquiscopeCalculator(raw_path, mode="auto")
