@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from metatomic.torch import AtomisticModel, ModelOutput, load_atomistic_model
 from metatomic_ase import MetatomicCalculator
 
@@ -41,21 +42,12 @@ def _auto(model, probe, tolerance, inversion):
         raise ValueError("mode 'auto' needs probe= (ASE Atoms to measure the model on)")
     probes = probe if isinstance(probe, list | tuple) else [probe]
     model = _load(model)
-    dtype = getattr(__import__("torch"), model.capabilities().dtype or "float64")
+    dtype = getattr(torch, model.capabilities().dtype or "float64")
     systems = [systems_to_torch(atoms, dtype=dtype) for atoms in probes]
     degrees, odd = breaking_lambdas(wrap_model(model), systems, tolerance=tolerance)
     grid = cheapest_grid(degrees, inversion=inversion or odd)
-    if grid is None:  # nothing to remove: a one-element identity "grid"
-        import torch
-
-        identity = torch.eye(3, dtype=torch.float64)[None]
-        grid = eq.Grid(
-            "identity",
-            eq.Group("SO(3)"),
-            identity,
-            torch.ones(1, dtype=torch.float64),
-            check_degree=0,
-        )
+    if grid is None:  # nothing to remove: evaluate once, in the input frame
+        grid = eq.Grid.identity()
     return model, grid, inversion or odd, "average"
 
 

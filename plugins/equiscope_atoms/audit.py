@@ -88,7 +88,13 @@ class _OutputStats:
 
     def add(self, responses, grid, max_lambda, n_atoms, reference=None):
         kind = self.kind
-        a2 = eq.equivariance_variance(responses, grid, kind.irrep)  # [samples...]
+        errors = None
+        if reference is not None:  # A^2 comes with the error decomposition
+            reference = reference.reshape(responses.shape[1:])
+            errors = eq.error_decomposition(responses, reference, grid, kind.irrep)
+            a2 = errors["equivariance"]
+        else:
+            a2 = eq.equivariance_variance(responses, grid, kind.irrep)  # [samples...]
         n_components = responses[0].numel() // max(a2.numel(), 1)
         scale = n_atoms**2 if kind.extensive else 1.0
         structure_a2 = float(a2.sum()) / scale
@@ -103,9 +109,7 @@ class _OutputStats:
         sectors, norms = eq.sector_norms(responses, grid, max_lambda)
         for sector, value in zip(sectors, norms.reshape(len(sectors), -1).sum(1), strict=True):
             self.sector_norms[sector] = self.sector_norms.get(sector, 0.0) + float(value)
-        if reference is not None:
-            reference = reference.reshape(responses.shape[1:])
-            errors = eq.error_decomposition(responses, reference, grid, kind.irrep)
+        if errors is not None:
             for key, value in errors.items():
                 self.errors[key] += float(value.sum()) / scale
             self.error_entries += entries
@@ -160,13 +164,6 @@ class _OutputStats:
 _JITTERS = 3
 
 
-def _identity_grid() -> eq.Grid:
-    eye = torch.eye(3, dtype=torch.float64)[None]
-    return eq.Grid(
-        "identity", eq.Group("SO(3)"), eye, torch.ones(1, dtype=torch.float64), check_degree=0
-    )
-
-
 def _input_roundoff(model, structure, outputs, forces, stress) -> dict:
     """Squared round-off per output, measured.
 
@@ -179,7 +176,7 @@ def _input_roundoff(model, structure, outputs, forces, stress) -> dict:
     system = structure.system
     eps = torch.finfo(model.dtype).eps
     generator = torch.Generator().manual_seed(structure.index)
-    identity = _identity_grid()
+    identity = eq.Grid.identity()
     runs = []
     for jitter in range(_JITTERS + 1):
         positions, cell = system.positions.to(torch.float64), system.cell.to(torch.float64)

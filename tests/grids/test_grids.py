@@ -139,3 +139,9 @@ def test_grid_validates_its_inputs():
         eq.Grid("x", group, 2 * eye, torch.ones(1, dtype=torch.float64), check_degree=1)
     with pytest.raises(ValueError, match="improper"):
         eq.Grid("x", group, -eye, torch.ones(1, dtype=torch.float64), check_degree=1)
+
+
+def test_identity_grid():
+    grid = eq.Grid.identity()
+    assert grid.size == 1 and grid.exact_degree == 0
+    assert torch.equal(grid.rotations[0], torch.eye(3, dtype=torch.float64))

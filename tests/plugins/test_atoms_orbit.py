@@ -56,13 +56,7 @@ def test_energy_forces_and_stress_match_metatomic_ase(tmp_path):
     data = write_copper(tmp_path / "cu.xyz", n=1, disorder=True, labels=False)
     model = load_model(path)
     structure = read_structures(data)[0]
-    identity = eq.Grid(
-        "identity",
-        eq.Group("SO(3)"),
-        torch.eye(3, dtype=torch.float64)[None],
-        torch.ones(1, dtype=torch.float64),
-        check_degree=0,
-    )
+    identity = eq.Grid.identity()
     result = evaluate_orbit(
         model, structure.system, identity, outputs=["energy"], forces=True, stress=True
     )

@@ -139,6 +139,14 @@ class Grid:
     def exact_degree(self) -> int:
         return self.mean_exact_degree // 2
 
+    @classmethod
+    def identity(cls) -> Grid:
+        """The one-element grid ``{E}``: evaluates a model once, in the input frame."""
+        eye = torch.eye(3, dtype=torch.float64)[None]
+        return cls(
+            "identity", Group("SO(3)"), eye, torch.ones(1, dtype=torch.float64), check_degree=0
+        )
+
     def rotated(self, rotation: torch.Tensor) -> Grid:
         """The grid ``{g_i Q}``: a right translation keeps weights and exactness."""
         rotation = torch.as_tensor(rotation, dtype=torch.float64)
