@@ -293,7 +293,7 @@ def audit(
     outputs, forces, stress = _choose_outputs(model, outputs, structures)
     if layers is None:
         layers = model.layers
-    unknown_layers = [p for p in layers if p not in model.layers]
+    unknown_layers = [p for p in layers if p not in model.layers and model.hook_target(p) is None]
     if unknown_layers:
         offered = ", ".join(model.layers) or "none (exported models run in TorchScript)"
         raise AuditOptionError(f"unknown layer(s) {', '.join(unknown_layers)}; offered: {offered}")

@@ -34,13 +34,29 @@ class LoadedModel:
     dtype: torch.dtype
     length_unit: str
     source: str
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+
+    def to(self, device: str | torch.device) -> LoadedModel:
+        """Move the model to ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...)."""
+        try:
+            device = torch.device(device)
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise RuntimeError("CUDA is not available on this machine")
+            self.module = self.module.to(device)
+        except RuntimeError as error:
+            message = str(error).strip().splitlines()[0]
+            raise ModelLoadError(f"device '{device}' cannot be used: {message}") from None
+        self.device = device
+        return self
 
     def requested_neighbor_lists(self):
         return self.module.requested_neighbor_lists()
 
     @property
     def layers(self) -> list[str]:
-        """Capturable hidden layers: PET's node and edge tokens of every GNN layer."""
+        """Hidden layers captured by default: PET's node and edge tokens of every GNN
+        layer (``mtt::feature::<path>`` outputs). Any submodule of a model evaluated in
+        Python can also be captured by a forward hook, see :meth:`hook_target`."""
         if self.exported:
             return []
         backend = getattr(self.module, "backend", None)
@@ -48,6 +64,23 @@ class LoadedModel:
         if layers is None:
             return []
         return [f"gnn_layers.{i}_{kind}" for i in range(len(layers)) for kind in ("node", "edge")]
+
+    def hook_target(self, path: str) -> tuple[torch.nn.Module, int | None] | None:
+        """The submodule and tuple index of a forward-hook layer ``"<module path>"`` or
+        ``"<module path>[i]"`` (the i-th tensor of a tuple output); ``None`` if there is
+        no such submodule (or the model runs in TorchScript, where hooks cannot be added)."""
+        if self.exported:
+            return None
+        name, index = path, None
+        if path.endswith("]") and "[" in path:
+            name, _, rest = path[:-1].rpartition("[")
+            if not rest.isdigit():
+                return None
+            index = int(rest)
+        module = dict(self.module.named_modules()).get(name)
+        if module is None or name == "":
+            return None
+        return module, index
 
     def evaluate(self, systems, outputs: dict[str, ModelOutput]):
         if self.exported:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from metatensor.torch import TensorBlock
 from metatomic.torch import ModelOutput, System
 
 from equiscope import Grid, SpectrumAccumulator
 
+from ._copies import assemble_copies
 from .models import LoadedModel
 
 __all__ = ["OrbitResult", "OutputKind", "evaluate_orbit", "transformed_system"]
@@ -65,21 +65,39 @@ def _neighbor_template(model: LoadedModel, system: System):
     return [(options, with_lists.get_neighbor_list(options)) for options in requests]
 
 
-def _attach_neighbors(system: System, template) -> None:
-    for options, block in template:
+def _batched_copies(system: System, template, matrices, *, forces: bool, stress: bool):
+    """The copies ``g x`` for a batch of matrices, built with batched tensor operations:
+    positions ``[B, n, 3]`` and cells ``[B, 3, 3]`` mapped by ``g`` (and by ``1 + eps``
+    for the stress), pair vectors ``r_j - r_i + S cell`` of every copy at once. Returns
+    the systems and the autograd leaves (positions, strains)."""
+    dtype, device = system.positions.dtype, system.positions.device
+    transposed = matrices.to(dtype=dtype, device=device).transpose(1, 2)
+    positions = (system.positions @ transposed).detach().requires_grad_(forces)
+    cells = system.cell @ transposed
+    strains = torch.zeros(len(matrices), 3, 3, dtype=dtype, device=device, requires_grad=stress)
+    moved, moved_cells = positions, cells
+    if stress:
+        deformation = torch.eye(3, dtype=dtype, device=device) + strains
+        moved, moved_cells = positions @ deformation, cells @ deformation
+    pair_vectors = []
+    for _, block in template:
         samples = block.samples.values
         first, second = samples[:, 0].long(), samples[:, 1].long()
-        shifts = samples[:, 2:5].to(system.positions.dtype)
-        vectors = system.positions[second] - system.positions[first] + shifts @ system.cell
-        system.add_neighbor_list(
-            options,
-            TensorBlock(
-                values=vectors.reshape(-1, 3, 1),
-                samples=block.samples,
-                components=block.components,
-                properties=block.properties,
-            ),
-        )
+        shifts = samples[:, 2:5].to(dtype)
+        vectors = moved[:, second] - moved[:, first] + shifts @ moved_cells
+        pair_vectors.append(vectors.unsqueeze(-1))
+    copies = assemble_copies(
+        system.types,
+        moved,
+        moved_cells,
+        system.pbc,
+        [options for options, _ in template],
+        [block.samples for _, block in template],
+        [block.components for _, block in template],
+        [block.properties for _, block in template],
+        pair_vectors,
+    )
+    return copies, positions, strains
 
 
 def _sample_kind(model: LoadedModel, name: str) -> str:
@@ -128,8 +146,43 @@ def _parse_tensormap(name, tensor, n_copies, responses, kinds, per_structure):
         values = _split_copies(block.values.detach(), block.samples, n_copies)
         # [copies, rows, *components, properties] -> [copies, rows, properties, *comps]
         values = values.movedim(-1, 2)
-        responses.setdefault(label, []).append(values.to(torch.float64))
+        responses.setdefault(label, []).append(values.to("cpu", torch.float64))
         kinds[label] = OutputKind(irrep, per_structure, per_structure)
+
+
+class _Hooks:
+    """Forward hooks storing the outputs of submodules during one model call."""
+
+    def __init__(self, model: LoadedModel, paths: list[str]):
+        self.captured: dict[str, torch.Tensor] = {}
+        self.handles = []
+        for path in paths:
+            module, index = model.hook_target(path)
+            self.handles.append(module.register_forward_hook(self._hook(path, index)))
+
+    def _hook(self, path, index):
+        def store(module, inputs, output):
+            value = output if index is None else output[index]
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"layer '{path}' does not output a tensor")
+            self.captured[path] = value.detach()
+
+        return store
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def _copies_first(values: torch.Tensor, n_copies: int, path: str) -> torch.Tensor:
+    """A hooked tensor ``[rows, ...]`` with the copies' rows one after the other ->
+    ``[n_copies, rows / n_copies, features]``."""
+    if values.shape[0] % n_copies:
+        raise ValueError(
+            f"layer '{path}': first dimension {values.shape[0]} is not a multiple of the "
+            f"{n_copies} copies in the batch, so its rows are not per atom or per pair"
+        )
+    return values.reshape(n_copies, values.shape[0] // n_copies, -1)
 
 
 def evaluate_orbit(
@@ -145,19 +198,25 @@ def evaluate_orbit(
     batch_size: int = 32,
 ) -> OrbitResult:
     """Responses of ``outputs`` (model output names), conservative ``forces`` and
-    ``stress`` (from ``energy``), and spectra of hidden ``layers`` on the orbit."""
-    dtype = model.dtype
+    ``stress`` (from ``energy``), and spectra of hidden ``layers`` on the orbit:
+    ``mtt::feature::<path>`` outputs for ``model.layers``, forward hooks otherwise."""
+    dtype, device = model.dtype, model.device
     system = System(
         types=system.types,
         positions=system.positions.to(dtype),
         cell=system.cell.to(dtype),
         pbc=system.pbc,
     )
-    template = _neighbor_template(model, system)
+    template = [  # pair lists are found on the CPU, then travel with the copies
+        (options, block.to(device)) for options, block in _neighbor_template(model, system)
+    ]
+    system = system.to(device=device)
     gradients = forces or stress
     requested = set(outputs) | ({"energy"} if gradients else set())
     model_outputs = {name: ModelOutput(sample_kind=_sample_kind(model, name)) for name in requested}
-    for path in layers:
+    featured = [path for path in layers if path in model.layers]
+    hooked = [path for path in layers if path not in model.layers]
+    for path in featured:
         model_outputs[f"mtt::feature::{path}"] = ModelOutput(sample_kind="atom")
     accumulators = {
         path: SpectrumAccumulator(grid, grid.exact_degree if max_lambda is None else max_lambda)
@@ -166,46 +225,40 @@ def evaluate_orbit(
     responses: dict[str, list[torch.Tensor]] = {}
     kinds: dict[str, OutputKind] = {}
     volume = abs(float(torch.det(system.cell.to(torch.float64))))
-    eye = torch.eye(3, dtype=dtype)
     for start in range(0, grid.size, batch_size):
         matrices = grid.rotations[start : start + batch_size]
-        copies, leaves, strains = [], [], []
-        for matrix in matrices:
-            moved = transformed_system(system, matrix)
-            positions = moved.positions.detach().requires_grad_(gradients)
-            strain = torch.zeros(3, 3, dtype=dtype, requires_grad=stress)
-            copy = System(
-                types=moved.types,
-                positions=positions @ (eye + strain),
-                cell=moved.cell @ (eye + strain),
-                pbc=moved.pbc,
-            )
-            _attach_neighbors(copy, template)
-            copies.append(copy)
-            leaves.append(positions)
-            strains.append(strain)
-        with torch.set_grad_enabled(gradients):
-            result = model.evaluate(copies, model_outputs)
-            if gradients:
-                energy = result["energy"].block().values.sum()
-                inputs = (leaves if forces else []) + (strains if stress else [])
-                grads = torch.autograd.grad(energy, inputs)
+        hooks = _Hooks(model, hooked)
+        try:
+            with torch.set_grad_enabled(gradients):
+                copies, positions, strains = _batched_copies(
+                    system, template, matrices, forces=forces, stress=stress
+                )
+                result = model.evaluate(copies, model_outputs)
+        finally:
+            hooks.remove()
+        if gradients:
+            energy = result["energy"].block().values.sum()
+            inputs = ([positions] if forces else []) + ([strains] if stress else [])
+            grads = torch.autograd.grad(energy, inputs)
         n = len(copies)
         for name in outputs:
             per_structure = _sample_kind(model, name) == "system"
             _parse_tensormap(name, result[name], n, responses, kinds, per_structure)
         if forces:
-            values = -torch.stack(grads[:n]).detach().to(torch.float64)
+            values = -grads[0].detach().to("cpu", torch.float64)
             responses.setdefault("forces", []).append(values)
             kinds["forces"] = OutputKind("vector", False, False)
         if stress:
-            values = torch.stack(grads[-n:]).detach().to(torch.float64) / volume
+            values = grads[-1].detach().to("cpu", torch.float64) / volume
             responses.setdefault("stress", []).append(values)
             kinds["stress"] = OutputKind("rank2", True, False)
-        for path in layers:
+        for path in featured:
             block = result[f"mtt::feature::{path}"].block()
             values = _split_copies(block.values.detach(), block.samples, n)
-            accumulators[path].add(values, start)
+            accumulators[path].add(values.cpu(), start)
+        for path in hooked:
+            values = _copies_first(hooks.captured[path], n, path)
+            accumulators[path].add(values.cpu().to(torch.float64), start)
     return OrbitResult(
         responses={name: torch.cat(parts) for name, parts in responses.items()},
         kinds=kinds,

@@ -103,8 +103,6 @@ def _audit_command(args) -> int:
     except ImportError as error:  # pragma: no cover - installed together
         raise BadInput(f"the atomistic adapter is not installed ({error})") from None
 
-    if args.device != "cpu":
-        raise BadInput(f"--device {args.device}: only cpu is supported by audit for now")
     if args.structures is not None and args.structures < 1:
         raise BadInput(f"--structures must be at least 1, got {args.structures}")
     if args.max_lambda is not None and args.max_lambda < 0:
@@ -121,6 +119,7 @@ def _audit_command(args) -> int:
                 raise BadInput("--dtype: an exported model runs in the dtype it was exported in")
             model.module = model.module.to(getattr(torch, args.dtype))
             model.dtype = getattr(torch, args.dtype)
+        model.to(args.device)
         structures = read_structures(
             args.data, atomic_types=model.atomic_types, limit=args.structures
         )
@@ -250,8 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--layers",
         default="all",
-        help="all (default), none, or comma-separated layers (e.g. gnn_layers.0_node); "
-        "checkpoints only",
+        help="all (default), none, or comma-separated layers: PET's gnn_layers.<i>_node/_edge, "
+        "or any submodule path captured by a forward hook (e.g. backend.gnn_layers.0[1] "
+        "for the 2nd tensor it returns); checkpoints only",
     )
     audit.add_argument(
         "--batch-size", type=int, default=32, help="transformed copies per model call"

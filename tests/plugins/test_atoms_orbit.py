@@ -93,3 +93,56 @@ def test_pet_features_do_not_depend_on_batch_size():
     # an untrained PET is not invariant, yet its energy is nearly so
     a2 = float(eq.equivariance_variance(one.responses["energy"][:, 0, 0], grid, "scalar"))
     assert 0 < a2 < float(one.responses["energy"].square().mean())
+
+
+# the CUDA case exists only where CUDA does (the GPU check runs this file there)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_orbit_on_a_device_matches_the_cpu(device):
+    pet = tiny_pet([1, 6, 8], width=8, layers=1)
+    system = molecule(torch.Generator().manual_seed(7))
+    grid = eq.grid("tetrahedral")
+    layers = ["gnn_layers.0_node"]
+    options = dict(outputs=["energy"], forces=True, layers=layers, batch_size=5)
+    on_cpu = evaluate_orbit(wrap_model(pet), system, grid, **options)
+    moved = wrap_model(pet).to(device)
+    on_device = evaluate_orbit(moved, system, grid, **options)
+    assert on_device.responses["forces"].device.type == "cpu"
+    for name in ("energy", "forces"):
+        assert torch.allclose(on_device.responses[name], on_cpu.responses[name], atol=1e-9)
+    for sector, value in on_cpu.layers[layers[0]].items():
+        assert on_device.layers[layers[0]][sector] == pytest.approx(value, rel=1e-6, abs=1e-12)
+
+
+def test_forward_hooks_capture_the_same_features_as_pet_feature_outputs():
+    model = wrap_model(tiny_pet([1, 6, 8], width=8, layers=2))
+    system = molecule(torch.Generator().manual_seed(5))
+    hooked = ["backend.gnn_layers.1[0]", "backend.gnn_layers.1[1]", "backend.node_embedders.0"]
+    result = evaluate_orbit(
+        model,
+        system,
+        eq.grid("octahedral"),
+        outputs=["energy"],
+        layers=["gnn_layers.1_node", "gnn_layers.1_edge", *hooked],
+        batch_size=7,
+    )
+    for kind, index in (("node", 0), ("edge", 1)):
+        feature = result.layers[f"gnn_layers.1_{kind}"]
+        hook = result.layers[f"backend.gnn_layers.1[{index}]"]
+        assert hook.total == pytest.approx(feature.total, rel=1e-12)
+        for sector, value in feature.items():
+            assert hook[sector] == pytest.approx(value, rel=1e-9, abs=1e-12)
+    # the type embedding sees no geometry: all of it is invariant
+    embedding = result.layers["backend.node_embedders.0"]
+    assert embedding[(0, 0)] == pytest.approx(embedding.total, rel=1e-12)
+    assert embedding[(1, 0)] < 1e-12 * embedding.total
+
+
+def test_hook_layers_are_validated():
+    model = wrap_model(tiny_pet([1, 6, 8], width=8, layers=1))
+    assert model.hook_target("backend.gnn_layers.0[1]") is not None
+    assert model.hook_target("backend.no_such_module") is None
+    assert model.hook_target("backend.gnn_layers.0[x]") is None
+    assert wrap_model(tiny_pet([1], width=8, layers=1).export()).hook_target("backend") is None

@@ -81,6 +81,7 @@ def bad_data(folder, kind):
         ("unknown-output", r"unknown output\(s\) dipole"),
         ("unknown-grid", "unknown grid 'cubic'"),
         ("bad-layer", r"unknown layer\(s\) gnn_layers.9_node"),
+        ("bad-device", "device 'tpu9' cannot be used"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, case, message):
@@ -100,6 +101,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, case, 
         extra = ["--grid", "cubic"]
     elif case == "bad-layer":
         extra = ["--layers", "gnn_layers.9_node"]
+    elif case == "bad-device":
+        extra = ["--device", "tpu9"]
     code, stderr = run_cli("audit", model, data, "-o", out, "--grid", "octahedral", *extra)
     assert code == 2, stderr
     assert len(stderr.splitlines()) == 1, stderr
