@@ -309,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--seed", type=int, default=0, help="seed for random grids")
     grid.add_argument("--inversion", action="store_true", help="add inversion (O(3))")
     grid.set_defaults(handler=_grid_command)
+
+    from equiscope_jets.cli import add_parser as add_jets_parser
+
+    add_jets_parser(sub)
     return parser
 
 
