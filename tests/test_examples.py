@@ -2,6 +2,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
@@ -44,4 +46,64 @@ def test_md_example_runs_on_a_given_model(tmp_path):
     assert result.returncode == 0, result.stderr
     for head in ("raw", "random frame", "octahedral average", "icosahedral average"):
         assert head in result.stdout
+    assert figure.stat().st_size > 10_000
+
+
+def run_example(name: str, *arguments: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_relax_example_keeps_the_space_group_of_an_invariant_model(tmp_path):
+    from _models import PairPotential, export
+
+    model = export(PairPotential(), tmp_path / "lj.pt")
+    figure = tmp_path / "relax.png"
+    result = run_example(
+        "03_relax_keeps_symmetry.py", "--model", str(model), "--output", str(figure)
+    )
+    assert "space group Fm-3m (225)" in result.stdout.splitlines()[0]
+    rows = [line for line in result.stdout.splitlines() if line.endswith(tuple("0123456789"))]
+    rows = [row for row in rows if row[:11].strip() in ("raw", "O average", "I average")]
+    assert len(rows) == 6  # three heads, with and without FixSymmetry
+    lattice = set()
+    for row in rows:
+        # an exactly invariant model keeps Fm-3m even without FixSymmetry
+        assert row.count("Fm-3m (225)") == 2, row
+        a, b, c = (float(x) for x in row.split()[-8:-5])
+        assert a == pytest.approx(b, abs=1e-6) and a == pytest.approx(c, abs=1e-6)
+        assert float(row.split()[-2]) < 1e-3  # converged
+        lattice.add(round(a, 5))
+    assert len(lattice) == 1  # the heads leave an invariant model unchanged
+    assert figure.stat().st_size > 10_000
+
+
+def test_phonon_example_gives_zero_acoustic_modes_for_every_head(tmp_path):
+    from _models import PairPotential, export
+
+    model = export(PairPotential(), tmp_path / "lj.pt")
+    figure = tmp_path / "phonons.png"
+    result = run_example(
+        "04_gamma_phonons.py", "--model", str(model), "--output", str(figure), "--a", "3.11"
+    )
+    rows = {line[:16].strip(): line for line in result.stdout.splitlines()}
+    optical = set()
+    for head in ("EMT (reference)", "raw", "O average", "I average"):
+        row = rows[head]
+        acoustic = [float(x) for x in row[16:46].split()]
+        assert len(acoustic) == 3 and max(abs(x) for x in acoustic) < 1e-4, row
+        sum_rule, symmetry = (float(x) for x in row.split()[-2:])
+        assert sum_rule < 1e-8  # translation invariance, exact up to round-off
+        # cubic up to the finite-difference floor of central differences
+        assert symmetry < 1e-2
+        if head != "EMT (reference)":
+            optical.add(row[46:96])
+    assert len(optical) == 1, optical  # an invariant model: the same for every head
     assert figure.stat().st_size > 10_000

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from ase.calculators.calculator import PropertyNotImplementedError
 from metatomic.torch import AtomisticModel, ModelOutput, load_atomistic_model
 from metatomic_ase import MetatomicCalculator
 
@@ -20,6 +21,9 @@ from equiscope_atoms.heads import HEAD_MODES, symmetrize_model
 __all__ = ["EquiscopeCalculator"]
 
 _ENERGY_VARIANCE = "equiscope::variance::energy"
+# what autograd says when no gradient reaches the positions / strain: backward() on an
+# energy without graph, or a None gradient that metatomic-ase then negates or divides
+_NO_GRADIENT = ("does not require grad", "unary -: 'NoneType'", "for /: 'NoneType'")
 
 
 def _load(model) -> AtomisticModel:
@@ -72,6 +76,13 @@ class EquiscopeCalculator(MetatomicCalculator):
         (``average`` and ``random-group`` modes)
     Other keyword arguments (``device``, ``non_conservative``, ...) go to
     ``MetatomicCalculator``.
+
+    Asking for ``stress`` of a structure without a 3D cell, for ``stresses``
+    (per-atom stress, which metatomic-ase does not compute), or for conservative
+    forces or stress from a model whose energy has no gradient with respect to the
+    positions and cell raises ase's ``PropertyNotImplementedError`` naming the
+    model. (A ``non_conservative`` request for an output the model lacks is refused
+    by ``MetatomicCalculator`` itself, at construction.)
     """
 
     def __init__(
@@ -93,7 +104,10 @@ class EquiscopeCalculator(MetatomicCalculator):
             model, grid, inversion, mode = _auto(model, probe, tolerance, inversion)
         if mode not in HEAD_MODES:
             raise ValueError(f"unknown mode '{mode}'; expected one of {', '.join(HEAD_MODES)}")
+        self._label = f"'{model}'" if isinstance(model, str | Path) else None
         model = _load(model)
+        if self._label is None:
+            self._label = f"'{model.metadata().name}'"
         quadrature = None
         if isinstance(grid, eq.Grid):
             quadrature = grid
@@ -122,10 +136,35 @@ class EquiscopeCalculator(MetatomicCalculator):
         super().__init__(head, **kwargs)
 
     def calculate(self, atoms=None, properties=None, system_changes=None):
-        if system_changes is None:
-            super().calculate(atoms, properties)
-        else:
-            super().calculate(atoms, properties, system_changes)
+        properties = ["energy"] if properties is None else properties
+        atoms = self.atoms if atoms is None else atoms
+        lattice = atoms is None or atoms.cell.rank == 3
+        if "stresses" in properties:
+            raise PropertyNotImplementedError(
+                f"'stresses' (per-atom stress) requested from model {self._label}: "
+                "metatomic-ase's calculator does not compute it; use 'stress'"
+            )
+        if "stress" in properties and not lattice:
+            raise PropertyNotImplementedError(
+                f"'stress' requested from model {self._label} for a structure without a "
+                f"3D cell (cell rank {atoms.cell.rank}): no lattice, no stress"
+            )
+        try:
+            if system_changes is None:
+                super().calculate(atoms, properties)
+            else:
+                super().calculate(atoms, properties, system_changes)
+        except (RuntimeError, TypeError) as error:
+            wanted = [p for p in ("stress", "forces") if p in properties]
+            if wanted and any(text in str(error) for text in _NO_GRADIENT):
+                raise PropertyNotImplementedError(
+                    f"'{wanted[0]}' requested from model {self._label}, whose energy has "
+                    "no gradient with respect to the positions and cell; use a model with "
+                    "a differentiable energy or non_conservative=True/'forces'/'stress'"
+                ) from error
+            raise
+        if not lattice:  # computed for free with the forces, but meaningless here
+            self.results.pop("stress", None)
         if self.diagnostics and _ENERGY_VARIANCE in self.additional_outputs:
             variance = self.additional_outputs[_ENERGY_VARIANCE].block().values
             self.results["energy_rot_std"] = float(variance.detach().sum().sqrt())

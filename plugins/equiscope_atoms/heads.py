@@ -208,7 +208,7 @@ class SymmetrizedHead(torch.nn.Module):
             for index in range(len(tensor.keys)):
                 key = tensor.keys.entry(index)
                 mean, spread = self._average_block(
-                    key, tensor.block(index), elements, weights, len(systems)
+                    name, key, tensor.block(index), elements, weights, len(systems)
                 )
                 blocks.append(mean)
                 spreads.append(spread)
@@ -220,6 +220,7 @@ class SymmetrizedHead(torch.nn.Module):
 
     def _average_block(
         self,
+        name: str,
         key: LabelsEntry,
         block: TensorBlock,
         elements: torch.Tensor,
@@ -256,7 +257,13 @@ class SymmetrizedHead(torch.nn.Module):
             parity = torch.where(det < 0, float(sigma * (-1) ** lam), 1.0).to(values.dtype)
             z = torch.einsum("i,iba,sirbp->sirap", parity, d, values)
         else:
-            raise ValueError("cannot symmetrise a block with components " + str(names))
+            raise ValueError(
+                "cannot symmetrise output '"
+                + name
+                + "': block components "
+                + str(names)
+                + " are neither Cartesian (xyz, xyz_1/xyz_2) nor spherical (o3_mu)"
+            )
         averaged = torch.einsum("i,sir...->sr...", w, z)
         deviation = (z - averaged.unsqueeze(1)).square()
         if len(names) > 0:

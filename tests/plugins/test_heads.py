@@ -1,12 +1,17 @@
 """Symmetrised heads: exact removal of the sectors a grid averages out, seeded random
 frames, export, and the ASE calculator."""
 
+from typing import Dict, List, Optional
+
 import ase
+import ase.build
 import ase.io
 import numpy as np
 import pytest
 import torch
-from metatomic.torch import ModelOutput, load_atomistic_model, systems_to_torch
+from ase.calculators.calculator import PropertyNotImplementedError
+from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import ModelOutput, System, load_atomistic_model, systems_to_torch
 
 import equiscope as eq
 from _models import MultipoleAnisotropy, export
@@ -274,3 +279,95 @@ def test_auto_calculator(raw_path):
     assert set(range(1, 7)) <= set(calculator.head_options["grid"]["averages_out"])
     with pytest.raises(ValueError, match="needs probe="):
         EquiscopeCalculator(raw_path, mode="auto")
+
+
+class ConstantEnergy(torch.nn.Module):
+    """Energy 0.1 eV per atom, independent of the positions and cell (no gradient),
+    plus ``mtt::spin``, a per-system output with a ``spin`` component axis that a head
+    cannot classify."""
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+    ) -> Dict[str, TensorMap]:
+        one = torch.zeros(1, 1, dtype=torch.int32)
+        samples = Labels("system", torch.arange(len(systems), dtype=torch.int32)[:, None])
+        energies = [torch.full((1, 1), 0.1 * len(s), dtype=torch.float64) for s in systems]
+        block = TensorBlock(torch.cat(energies), samples, [], Labels("energy", one))
+        result = {"energy": TensorMap(Labels("_", one), [block])}
+        if "mtt::spin" in outputs:
+            spin = Labels("spin", torch.arange(2, dtype=torch.int32)[:, None])
+            values = torch.ones(len(systems), 2, 1, dtype=torch.float64)
+            block = TensorBlock(values, samples, [spin], Labels("p", one))
+            result["mtt::spin"] = TensorMap(Labels("_", one), [block])
+        return result
+
+
+@pytest.fixture(scope="module")
+def constant_path(tmp_path_factory):
+    outputs = {
+        "energy": OUTPUTS["energy"],
+        "mtt::spin": ModelOutput(sample_kind="system"),
+    }
+    return export(ConstantEnergy(), tmp_path_factory.mktemp("const") / "const.pt", outputs=outputs)
+
+
+def copper():
+    return ase.build.bulk("Cu", "fcc", a=3.61, cubic=True)
+
+
+def test_stress_without_a_lattice_is_a_clear_error(tmp_path):
+    from _models import PairPotential
+
+    model = export(PairPotential(), tmp_path / "lj.pt")
+    calculator = EquiscopeCalculator(model, grid="octahedral")
+    cluster = ase.Atoms("Cu3", positions=[[0, 0, 0], [2.5, 0, 0], [0, 2.4, 0.3]])
+    cluster.calc = calculator
+    with pytest.raises(
+        PropertyNotImplementedError, match=r"'stress' requested from model '.*lj.pt'"
+    ):
+        cluster.get_stress()
+    assert np.isfinite(cluster.get_forces()).all()  # forces still work
+    assert "stress" not in calculator.results
+    # a 2D cell: no volume either
+    slab = ase.Atoms("Cu2", positions=[[0, 0, 0], [1.8, 1.8, 0]], cell=[3.6, 3.6, 0], pbc=False)
+    slab.calc = calculator
+    with pytest.raises(PropertyNotImplementedError, match="no lattice, no stress"):
+        slab.get_stress()
+    bulk = copper()
+    bulk.calc = calculator
+    assert np.isfinite(bulk.get_stress()).all()
+    with pytest.raises(PropertyNotImplementedError, match=r"'stresses' .* model '.*lj.pt'"):
+        bulk.get_stresses()
+
+
+def test_stress_and_forces_from_an_energy_without_gradient(constant_path):
+    atoms = copper()
+    atoms.calc = EquiscopeCalculator(constant_path, grid="octahedral")
+    assert atoms.get_potential_energy() == pytest.approx(0.4)
+    with pytest.raises(PropertyNotImplementedError, match=r"'stress' requested .* no gradient"):
+        atoms.get_stress()
+    with pytest.raises(PropertyNotImplementedError, match=r"'forces' requested .* no gradient"):
+        atoms.get_forces()
+
+
+def test_missing_non_conservative_stress_is_refused_at_construction(raw_path):
+    # metatomic-ase's own check, kept: the model has forces but no stress output
+    for option in (True, "stress"):
+        with pytest.raises(ValueError, match="'non_conservative_stress' not found"):
+            EquiscopeCalculator(raw_path, grid="octahedral", non_conservative=option)
+    atoms = ase.Atoms("COHH", positions=POSITIONS, cell=np.eye(3) * 8.0, pbc=True)
+    atoms.calc = EquiscopeCalculator(raw_path, grid="octahedral", non_conservative="forces")
+    assert np.isfinite(atoms.get_stress()).all()  # stress from the energy gradient
+
+
+def test_an_output_of_unknown_symmetry_is_a_clear_error(constant_path):
+    requests = {"mtt::spin": ModelOutput(sample_kind="system")}
+    atoms = copper()
+    atoms.calc = EquiscopeCalculator(constant_path, grid="octahedral", additional_outputs=requests)
+    with pytest.raises(
+        ValueError, match=r"cannot symmetrise output 'mtt::spin': block components \['spin'\]"
+    ):
+        atoms.get_potential_energy()
