@@ -37,7 +37,7 @@ from metatomic.torch import (
 
 import equiscope as eq
 
-__all__ = ["HEAD_MODES", "SymmetrizedHead", "symmetrize_model"]
+__all__ = ["HEAD_MODES", "OrbitAveraging", "SymmetrizedHead", "symmetrize_model"]
 
 HEAD_MODES = ("average", "random", "random-group", "diagnose")
 
@@ -76,12 +76,15 @@ def _random_rotation(u: torch.Tensor) -> torch.Tensor:
     )
 
 
-class SymmetrizedHead(torch.nn.Module):
-    """TorchScript-compatible wrapper applying a symmetrised head to ``model``."""
+class OrbitAveraging:
+    """The head's logic, as a mixin for a ``torch.nn.Module`` that defines
+    ``_evaluate(systems, outputs, selected_atoms)`` (the raw model): ``_symmetrized``
+    evaluates it on the transformed copies and averages (or randomises) them.
+    :class:`SymmetrizedHead` wraps an exported model with it; the metatrain
+    architecture ``experimental.equiscope`` mixes it into its own model."""
 
-    def __init__(
+    def _setup_head(
         self,
-        model: torch.nn.Module,
         grid: Optional[eq.Grid],
         *,
         mode: str,
@@ -89,13 +92,11 @@ class SymmetrizedHead(torch.nn.Module):
         inversion: bool,
         max_lambda: int,
         dtype: torch.dtype,
-    ):
-        super().__init__()
+    ) -> None:
         if mode not in HEAD_MODES:
             raise ValueError(f"unknown head mode '{mode}'; expected one of {HEAD_MODES}")
         if mode != "random" and grid is None:
             raise ValueError(f"head mode '{mode}' needs a grid")
-        self.model = model
         self.mode = mode
         self.seed = int(seed)
         self.inversion = inversion
@@ -105,17 +106,11 @@ class SymmetrizedHead(torch.nn.Module):
         self.register_buffer("rotations", grid.rotations.to(dtype))
         self.register_buffer("weights", grid.weights.to(dtype))
         self.register_buffer("counter", torch.zeros(1, dtype=torch.int64))
-        self._requested_neighbor_lists: List[NeighborListOptions] = []
         # Wigner D of the grid elements (average mode) per lambda, proper parts
         proper = grid.rotations * torch.linalg.det(grid.rotations).round()[:, None, None]
         self.wigner: List[torch.Tensor] = [
             eq.wigner_d(lam, proper).to(dtype) for lam in range(max_lambda + 1)
         ]
-
-    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        """The wrapped model's neighbour lists (a loaded TorchScript model no longer
-        exposes them itself, so they are copied at wrapping time)."""
-        return self._requested_neighbor_lists
 
     def _elements(self) -> torch.Tensor:
         if self.mode == "average" or self.mode == "diagnose":
@@ -128,16 +123,23 @@ class SymmetrizedHead(torch.nn.Module):
             rotation = -rotation
         if self.mode == "random":
             return rotation.unsqueeze(0)
-        return self.rotations @ rotation
+        return self.rotations @ rotation.to(self.rotations.device)
 
     def _wigner_for(self, lam: int, elements: torch.Tensor) -> torch.Tensor:
         if self.mode == "average" or self.mode == "diagnose":
-            return self.wigner[lam]
+            if lam >= len(self.wigner):
+                raise ValueError(
+                    "spherical output of lambda "
+                    + str(lam)
+                    + " is above the head's max_lambda "
+                    + str(len(self.wigner) - 1)
+                )
+            return self.wigner[lam].to(elements.device)
         raise ValueError(
             "spherical outputs with random heads are not supported yet; use mode 'average'"
         )
 
-    def forward(
+    def _symmetrized(
         self,
         systems: List[System],
         outputs: Dict[str, ModelOutput],
@@ -193,7 +195,7 @@ class SymmetrizedHead(torch.nn.Module):
             source = name[len(prefix) :] if name.startswith(prefix) else name
             if source not in inner:
                 inner[source] = output
-        raw = self.model(copies, inner, copy_selection)
+        raw = self._evaluate(copies, inner, copy_selection)
         result: Dict[str, TensorMap] = {}
         if self.mode == "diagnose":
             plain: Dict[str, ModelOutput] = {}
@@ -201,7 +203,7 @@ class SymmetrizedHead(torch.nn.Module):
                 if not name.startswith(prefix):
                     plain[name] = output
             if len(plain) > 0:
-                result = self.model(systems, plain, selected_atoms)
+                result = self._evaluate(systems, plain, selected_atoms)
         for name, tensor in raw.items():
             blocks: List[TensorBlock] = []
             spreads: List[TensorBlock] = []
@@ -291,6 +293,49 @@ class SymmetrizedHead(torch.nn.Module):
             properties=block.properties,
         )
         return mean, spread
+
+
+class SymmetrizedHead(OrbitAveraging, torch.nn.Module):
+    """TorchScript-compatible wrapper applying a symmetrised head to ``model``."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        grid: Optional[eq.Grid],
+        *,
+        mode: str,
+        seed: int,
+        inversion: bool,
+        max_lambda: int,
+        dtype: torch.dtype,
+    ):
+        super().__init__()
+        self.model = model
+        self._setup_head(
+            grid, mode=mode, seed=seed, inversion=inversion, max_lambda=max_lambda, dtype=dtype
+        )
+        self._requested_neighbor_lists: List[NeighborListOptions] = []
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        """The wrapped model's neighbour lists (a loaded TorchScript model no longer
+        exposes them itself, so they are copied at wrapping time)."""
+        return self._requested_neighbor_lists
+
+    def _evaluate(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+    ) -> Dict[str, TensorMap]:
+        return self.model(systems, outputs, selected_atoms)
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+    ) -> Dict[str, TensorMap]:
+        return self._symmetrized(systems, outputs, selected_atoms)
 
 
 def symmetrize_model(

@@ -1,0 +1,184 @@
+"""``experimental.equiscope``'s model: PET with the minimal inductive biases as options.
+
+- the base (PET) is built from ``hypers["base"]["model"]`` over PET's defaults;
+- ``covariant_readout_bias: false`` removes the bias of the last layers of every
+  lambda >= 1 (and pseudoscalar) block: a constant there is a constant vector/tensor in
+  the lab frame, which adds |b|^2 to A^2 for every structure;
+- ``edge_embedding: solid_harmonics`` swaps PET's ``Linear(4, d)`` edge embedding for
+  :class:`~equiscope_metatrain.edge_embedding.SolidHarmonicEdgeEmbedding`;
+- ``symmetrized_head``: the model's own forward averages over a grid (or takes a
+  random frame) with equiscope's head logic (:class:`equiscope_atoms.heads.OrbitAveraging`),
+  in training, validation and in the exported model alike: training runs through the
+  average (cost x grid size), and the exported model carries the head.
+"""
+
+import copy
+import functools
+import types
+from typing import Any, Dict, List, Optional
+
+import torch
+from metatensor.torch import Labels, TensorMap
+from metatomic.torch import ModelOutput, System
+from metatrain.pet import PET
+from metatrain.pet.documentation import ModelHypers as PETModelHypers
+from metatrain.utils.abc import ModelInterface  # noqa: F401 - the contract PET fulfils
+from metatrain.utils.architectures import get_default_hypers
+from metatrain.utils.data import DatasetInfo, TargetInfo
+from metatrain.utils.hypers import raise_if_hypers_mismatch
+
+import equiscope as eq
+from equiscope_atoms.heads import OrbitAveraging
+
+from ..edge_embedding import SolidHarmonicEdgeEmbedding
+
+NAME = "experimental.equiscope"
+
+
+def base_model_hypers(hypers: Dict[str, Any]) -> Dict[str, Any]:
+    """PET's model hypers: its defaults updated with ``hypers["base"]["model"]``,
+    checked against PET's schema (errors name the key under ``base.model``)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    merged = copy.deepcopy(get_default_hypers("pet")["model"])
+    for key, value in hypers["base"]["model"].items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    try:
+        TypeAdapter(PETModelHypers).validate_python(merged, strict=False)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(
+            f"architecture.model.base.model.{where}: {first['msg']} (got {first.get('input')!r})"
+        ) from None
+    return merged
+
+
+def _is_covariant(block_key: str, shape) -> bool:
+    """A block whose components hold more than one entry (vector, tensor, lambda >= 1),
+    or a pseudoscalar: a constant there is not invariant."""
+    size = 1
+    for n in shape[:-1]:
+        size *= n
+    return size > 1 or "o3_sigma_-1" in block_key
+
+
+def _renamed(function, name: str):
+    """A copy of ``function`` called ``name`` (TorchScript compiles a method it meets
+    under its ``__name__``; PET's ``forward`` must not clash with ours)."""
+    copied = types.FunctionType(
+        function.__code__, function.__globals__, name, function.__defaults__, function.__closure__
+    )
+    functools.update_wrapper(copied, function)
+    copied.__name__ = name
+    copied.__qualname__ = function.__qualname__.rsplit(".", 1)[0] + "." + name
+    del copied.__wrapped__  # TorchScript must read the copy, not follow it back
+    return copied
+
+
+def head_grid(head: Dict[str, Any]) -> Optional[eq.Grid]:
+    """The grid of a ``symmetrized_head`` hypers block (``None`` for random frames)."""
+    if head["mode"] == "random":
+        return None
+    if head["mode"] == "none":
+        return eq.Grid.identity()
+    return eq.grid(head["grid"], degree=head["degree"], inversion=head["inversion"])
+
+
+class EquiscopeModel(OrbitAveraging, PET):
+    """PET with symmetry options (see the module docstring)."""
+
+    __checkpoint_version__ = 1
+    # TorchScript has no super(): PET's forward, under another name
+    _raw_forward = _renamed(PET.forward, "_raw_forward")
+
+    def __init__(self, hypers: Dict[str, Any], dataset_info: DatasetInfo) -> None:
+        # read by the overridden _add_output while PET.__init__ runs
+        self.covariant_readout_bias = bool(hypers["covariant_readout_bias"])
+        super().__init__(base_model_hypers(hypers), dataset_info)
+        self.base_hypers = self.hypers
+        self.hypers = hypers
+        embedding = hypers["edge_embedding"]
+        if embedding["kind"] == "solid_harmonics":
+            for layer in self.backend.gnn_layers:
+                d_model = layer.edge_embedder.out_features
+                layer.edge_embedder = SolidHarmonicEdgeEmbedding(embedding["lmax"], d_model)
+        head = hypers["symmetrized_head"]
+        self.head_mode = head["mode"]
+        self._setup_head(
+            head_grid(head),
+            mode="average" if head["mode"] == "none" else head["mode"],
+            seed=head["seed"],
+            inversion=head["inversion"],
+            max_lambda=head["max_lambda"],
+            dtype=torch.float64,
+        )
+
+    def _evaluate(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+    ) -> Dict[str, TensorMap]:
+        return self._raw_forward(systems, outputs, selected_atoms)
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        if self.head_mode == "none":
+            return self._raw_forward(systems, outputs, selected_atoms)
+        return self._symmetrized(systems, outputs, selected_atoms)
+
+    def _add_output(self, target_name: str, target_info: TargetInfo) -> None:
+        super()._add_output(target_name, target_info)
+        if self.covariant_readout_bias:
+            return
+        shapes = self.output_shapes[target_name]
+        for layers in (self.backend.node_last_layers, self.backend.edge_last_layers):
+            for per_key in layers[target_name]:
+                for key, shape in shapes.items():
+                    old = per_key[key]
+                    if _is_covariant(key, shape) and old.bias is not None:
+                        new = torch.nn.Linear(old.in_features, old.out_features, bias=False)
+                        new.weight = old.weight
+                        per_key[key] = new
+
+    def restart(
+        self, dataset_info: DatasetInfo, model_hypers: Optional[Dict[str, Any]] = None
+    ) -> "EquiscopeModel":
+        if model_hypers is not None:
+            raise_if_hypers_mismatch(
+                self.hypers, model_hypers, default_hypers=get_default_hypers(NAME)["model"]
+            )
+        return super().restart(dataset_info, None)
+
+    def get_checkpoint(self) -> Dict:
+        checkpoint = super().get_checkpoint()
+        checkpoint["architecture_name"] = NAME
+        checkpoint["model_ckpt_version"] = self.__checkpoint_version__
+        checkpoint["base_ckpt_version"] = PET.__checkpoint_version__
+        return checkpoint
+
+    @classmethod
+    def upgrade_checkpoint(cls, checkpoint: Dict) -> Dict:
+        if checkpoint["model_ckpt_version"] != cls.__checkpoint_version__:
+            raise RuntimeError(
+                f"cannot upgrade an {NAME} checkpoint of version "
+                f"{checkpoint['model_ckpt_version']} (this is version "
+                f"{cls.__checkpoint_version__})"
+            )
+        if checkpoint.get("base_ckpt_version", PET.__checkpoint_version__) != (
+            PET.__checkpoint_version__
+        ):
+            raise RuntimeError(
+                f"this {NAME} checkpoint was written with PET checkpoint version "
+                f"{checkpoint['base_ckpt_version']}, this metatrain has "
+                f"{PET.__checkpoint_version__}"
+            )
+        return checkpoint
