@@ -258,13 +258,23 @@ class OrbitAveraging:
             det = torch.linalg.det(r)
             parity = torch.where(det < 0, float(sigma * (-1) ** lam), 1.0).to(values.dtype)
             z = torch.einsum("i,iba,sirbp->sirap", parity, d, values)
+        elif names == ["o3_mu_1", "o3_mu_2"]:
+            lam_1 = int(key["o3_lambda_1"])
+            lam_2 = int(key["o3_lambda_2"])
+            sign = int(key["o3_sigma_1"]) * int(key["o3_sigma_2"]) * (-1) ** (lam_1 + lam_2)
+            d_1 = self._wigner_for(lam_1, elements).to(values.dtype)
+            d_2 = self._wigner_for(lam_2, elements).to(values.dtype)
+            det = torch.linalg.det(r)
+            parity = torch.where(det < 0, float(sign), 1.0).to(values.dtype)
+            z = torch.einsum("i,iba,icd,sirbcp->siradp", parity, d_1, d_2, values)
         else:
             raise ValueError(
                 "cannot symmetrise output '"
                 + name
                 + "': block components "
                 + str(names)
-                + " are neither Cartesian (xyz, xyz_1/xyz_2) nor spherical (o3_mu)"
+                + " are neither Cartesian (xyz, xyz_1/xyz_2) nor spherical (o3_mu,"
+                + " o3_mu_1/o3_mu_2)"
             )
         averaged = torch.einsum("i,sir...->sr...", w, z)
         deviation = (z - averaged.unsqueeze(1)).square()

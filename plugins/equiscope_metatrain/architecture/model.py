@@ -41,6 +41,12 @@ def base_model_hypers(hypers: Dict[str, Any]) -> Dict[str, Any]:
     from pydantic import TypeAdapter, ValidationError
 
     merged = copy.deepcopy(get_default_hypers("pet")["model"])
+    unknown = sorted(set(hypers["base"]["model"]) - set(PETModelHypers.__annotations__))
+    if unknown:
+        raise ValueError(
+            f"architecture.model.base.model.{unknown[0]}: not a hyperparameter of "
+            f"{hypers['base']['name']} (known: {', '.join(sorted(merged))})"
+        )
     for key, value in hypers["base"]["model"].items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
@@ -169,9 +175,9 @@ class EquiscopeModel(OrbitAveraging, PET):
     def upgrade_checkpoint(cls, checkpoint: Dict) -> Dict:
         if checkpoint["model_ckpt_version"] != cls.__checkpoint_version__:
             raise RuntimeError(
-                f"cannot upgrade an {NAME} checkpoint of version "
-                f"{checkpoint['model_ckpt_version']} (this is version "
-                f"{cls.__checkpoint_version__})"
+                "Unable to upgrade the checkpoint: the checkpoint is using model version "
+                f"{checkpoint['model_ckpt_version']}, while the current model version is "
+                f"{cls.__checkpoint_version__}."
             )
         if checkpoint.get("base_ckpt_version", PET.__checkpoint_version__) != (
             PET.__checkpoint_version__

@@ -1,0 +1,166 @@
+"""``experimental.equiscope``: found by plain metatrain, validated options, the
+covariant-bias known answer, the solid-harmonic embedding."""
+
+import copy
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from metatrain.utils.architectures import check_architecture_options, get_default_hypers
+from metatrain.utils.data import DatasetInfo
+from metatrain.utils.data.target_info import get_generic_target_info
+from metatrain.utils.pydantic import MetatrainValidationError
+from scipy.special import eval_legendre
+
+import equiscope as eq
+from _models import molecule
+from equiscope_atoms import audit, wrap_model
+from equiscope_atoms.data import Structure
+from equiscope_metatrain.edge_embedding import SolidHarmonicEdgeEmbedding, SphericalHarmonics
+
+NAME = "experimental.equiscope"
+SMALL = {"d_pet": 8, "d_head": 8, "d_node": 8, "d_feedforward": 8, "num_heads": 1}
+
+
+def test_plain_metatrain_finds_the_architecture():
+    """In a fresh interpreter that never imports equiscope: the .pth hook does it."""
+    code = (
+        "import metatrain.utils.io as io, metatrain.experimental.equiscope as alias, "
+        "equiscope_metatrain.architecture as real; "
+        "print('experimental.equiscope' in io.find_all_architectures(), alias is real)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["True", "True"]
+
+
+def options(**model):
+    hypers = copy.deepcopy(get_default_hypers(NAME))
+    hypers["model"].update(model)
+    return {"name": NAME, "model": hypers["model"], "training": hypers["training"]}
+
+
+@pytest.mark.parametrize(
+    ("model", "key"),
+    [
+        ({"base": {"name": "mace", "model": {}}}, "base.name"),
+        ({"edge_embedding": {"kind": "solid_harmonics", "lmax": -1}}, "edge_embedding.lmax"),
+        ({"symmetrized_head": {"mode": "sometimes"}}, "symmetrized_head.mode"),
+    ],
+)
+def test_bad_options_are_validation_errors_naming_the_key(model, key):
+    with pytest.raises(MetatrainValidationError) as info:  # what it raises for PET too
+        check_architecture_options(NAME, options(**model))
+    assert f"model.{key}" in str(info.value), str(info.value)
+
+
+def vector_dataset_info() -> DatasetInfo:
+    target = get_generic_target_info(
+        "mtt::direct_forces",
+        {
+            "quantity": "force",
+            "unit": "eV/A",
+            "type": {"cartesian": {"rank": 1}},
+            "num_subtargets": 1,
+            "sample_kind": "atom",
+        },
+    )
+    return DatasetInfo(
+        length_unit="angstrom", atomic_types=[1, 6, 8], targets={"mtt::direct_forces": target}
+    )
+
+
+def test_bad_base_hypers_name_the_key():
+    from equiscope_metatrain.architecture import EquiscopeModel
+
+    hypers = options(base={"name": "pet", "model": {"d_pett": 3}})["model"]
+    with pytest.raises(ValueError, match=r"architecture\.model\.base\.model\.d_pett"):
+        EquiscopeModel(hypers, vector_dataset_info())
+
+
+def constant_vector_model(bias: bool, value) -> torch.nn.Module:
+    """Zero last-layer weights: the vector output is the node bias b (or zero)."""
+    from equiscope_metatrain.architecture import EquiscopeModel
+
+    hypers = options(
+        base={"name": "pet", "model": {**SMALL, "num_gnn_layers": 1}},
+        covariant_readout_bias=bias,
+    )["model"]
+    model = EquiscopeModel(hypers, vector_dataset_info()).to(torch.float64)
+    with torch.no_grad():
+        for layers in (model.backend.node_last_layers, model.backend.edge_last_layers):
+            for per_key in layers["mtt::direct_forces"]:
+                for linear in per_key.values():
+                    linear.weight.zero_()
+                    if linear.bias is not None:
+                        linear.bias.zero_()
+        if bias:
+            for per_key in model.backend.node_last_layers["mtt::direct_forces"]:
+                for linear in per_key.values():
+                    linear.bias.copy_(torch.tensor(value, dtype=torch.float64))
+    return model.eval()
+
+
+def test_covariant_bias_gives_a_squared_equal_to_b_squared_and_no_bias_gives_zero():
+    b = [0.3, -0.2, 0.5]
+    structures = [Structure(system=molecule(torch.Generator().manual_seed(3)), index=0)]
+    grid = eq.grid("octahedral", inversion=True)
+    results = {}
+    for bias in (True, False):
+        model = constant_vector_model(bias, b)
+        has_bias = any(
+            linear.bias is not None
+            for per_key in model.backend.node_last_layers["mtt::direct_forces"]
+            for linear in per_key.values()
+        )
+        assert has_bias == bias
+        report = audit(
+            wrap_model(model),
+            structures,
+            grid=grid,
+            outputs=["mtt::direct_forces"],
+            convergence_structures=0,
+            progress=False,
+        )
+        results[bias] = report["outputs"]["mtt::direct_forces"]
+    # a constant lab-frame vector b: A^2 = |b|^2 per atom (science.md section 6); the
+    # report gives the RMSE per Cartesian component, sqrt(|b|^2 / 3), in sector (0,+1)
+    with_bias = results[True]
+    assert with_bias["equivariance_rmse"] == pytest.approx(
+        math.sqrt(sum(x * x for x in b) / 3), rel=1e-9
+    )
+    assert next(iter(with_bias["breaking_sectors"])) == eq.sector_label((0, 1))
+    assert results[False]["equivariance_rmse"] == 0.0
+
+
+def test_spherical_harmonics_obey_the_addition_theorem():
+    generator = torch.Generator().manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(40, 3, generator=generator, dtype=torch.float64))
+    b = torch.nn.functional.normalize(torch.randn(40, 3, generator=generator, dtype=torch.float64))
+    harmonics = torch.jit.script(SphericalHarmonics(8))
+    ya, yb = harmonics(a), harmonics(b)
+    for lam in range(9):
+        block = slice(lam * lam, (lam + 1) ** 2)
+        left = (ya[:, block] * yb[:, block]).sum(-1)
+        cosines = (a * b).sum(-1).numpy()
+        right = (2 * lam + 1) / (4 * math.pi) * torch.from_numpy(eval_legendre(lam, cosines))
+        assert torch.allclose(left, right, atol=1e-12), lam
+
+
+def test_solid_harmonic_embedding_replaces_pets_and_zeroes_padding():
+    from equiscope_metatrain.architecture import EquiscopeModel
+
+    hypers = options(
+        base={"name": "pet", "model": {**SMALL, "num_gnn_layers": 2}},
+        edge_embedding={"kind": "solid_harmonics", "lmax": 4},
+    )["model"]
+    model = EquiscopeModel(hypers, vector_dataset_info())
+    for layer in model.backend.gnn_layers:
+        assert isinstance(layer.edge_embedder, SolidHarmonicEdgeEmbedding)
+        assert layer.edge_embedder.linear.in_features == 25 + 1
+    embedding = SolidHarmonicEdgeEmbedding(2, 4).to(torch.float64)
+    padded = torch.zeros(1, 1, 4, dtype=torch.float64)
+    assert torch.equal(embedding(padded), embedding.linear.bias.reshape(1, 1, 4))
