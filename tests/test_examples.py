@@ -107,3 +107,30 @@ def test_phonon_example_gives_zero_acoustic_modes_for_every_head(tmp_path):
             optical.add(row[46:96])
     assert len(optical) == 1, optical  # an invariant model: the same for every head
     assert figure.stat().st_size > 10_000
+
+
+def test_inductive_bias_example_trains_and_reports(tmp_path):
+    figure = tmp_path / "biases.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "07_metatrain_inductive_biases.py"),
+            "--runs",
+            "bias off,SH lmax 2",
+            "--epochs",
+            "1",
+            "--structures",
+            "8",
+            "--output",
+            str(figure),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("bias", "SH"))]
+    assert [row[:2] for row in rows] == [["bias", "off"], ["SH", "lmax"]]
+    assert all(float(row[-2]) > 0 and float(row[-3]) > 0 for row in rows)  # PET: A > 0
+    assert figure.stat().st_size > 10_000

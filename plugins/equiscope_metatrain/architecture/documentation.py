@@ -108,13 +108,32 @@ class MonitorHypers(TypedDict):
     """Also record the per-layer character spectra of node and edge features."""
 
 
+class EquivarianceFinetuningHypers(TypedDict):
+    """Extra epochs after training that minimise A^2, without labels."""
+
+    epochs: Annotated[int, Field(ge=0)] = 0
+    """Number of extra epochs (0: off)."""
+    learning_rate: Annotated[float, Field(gt=0)] = 1.0e-4
+    """Adam learning rate of the extra epochs."""
+    grid: Literal["tetrahedral", "octahedral", "icosahedral"] = "octahedral"
+    """Grid (with inversion) on which A^2 is computed and minimised."""
+    batch_size: Annotated[int, Field(ge=1)] = 4
+    """Structures per step."""
+
+
 class TrainerHypers(PETTrainerHypers):
-    """PET's trainer hypers (same names, same defaults) and ``monitor``."""
+    """PET's trainer hypers (same names, same defaults), ``monitor`` and
+    ``equivariance_finetuning``."""
 
     monitor: MonitorHypers = init_with_defaults(MonitorHypers)
     """Equivariance RMSE of every target and per-layer spectra on a validation subset,
     written to the log, to ``symmetry_monitor.csv`` next to the checkpoints, and
     plotted to ``symmetry_monitor.png`` at the end of training."""
+    equivariance_finetuning: EquivarianceFinetuningHypers = init_with_defaults(
+        EquivarianceFinetuningHypers
+    )
+    """Optional extra epochs minimising A^2 of every target on the training structures
+    (no labels); the fine-tuned weights become the best model that is exported."""
 
 
 # TypedDict subclasses do not inherit class attributes: copy PET's defaults

@@ -6,6 +6,7 @@ place of PET's for the duration of ``train``), so its lines follow each logged e
 """
 
 import contextlib
+import copy
 from typing import List, Union
 
 import metatrain.pet.trainer as pet_trainer
@@ -49,15 +50,55 @@ class Trainer(PETTrainer):
         checkpoint_dir: str,
     ) -> None:
         hypers = self.hypers["monitor"]
-        if not hypers["enabled"]:
-            return super().train(
-                model, dtype, devices, train_datasets, val_datasets, checkpoint_dir
-            )
+        arguments = (model, dtype, devices, train_datasets, val_datasets, checkpoint_dir)
         targets = list(model.dataset_info.targets)
+        if not hypers["enabled"]:
+            super().train(*arguments)
+            self._finetune(model, train_datasets, targets)
+            return
         monitor = SymmetryMonitor(
             hypers, val_datasets, targets, checkpoint_dir, self.hypers["num_epochs"] - 1
         )
         with _monitoring(monitor, model):
-            super().train(model, dtype, devices, train_datasets, val_datasets, checkpoint_dir)
+            super().train(*arguments)
+        if self._finetune(model, train_datasets, targets):
+            monitor.measure(model, self.hypers["num_epochs"])  # after fine-tuning
         monitor.plot()
         self.monitor_rows = monitor.rows
+
+    def _finetune(self, model, datasets, targets) -> bool:
+        """Equivariance fine-tuning of the best model; ``True`` if it ran."""
+        hypers = self.hypers["equivariance_finetuning"]
+        if hypers["epochs"] == 0:
+            return False
+        from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+        import equiscope as eq
+
+        from ..finetune import equivariance_finetune
+        from ..monitor import _system
+
+        if self.best_model_state_dict is not None:
+            best = dict(self.best_model_state_dict)
+            best.pop("finetune_config", None)
+            model.load_state_dict(best)
+        parameter = next(model.parameters())
+        requests = model.requested_neighbor_lists()
+        systems = [
+            get_system_with_neighbor_lists(_system(dataset[i]), requests).to(
+                dtype=parameter.dtype, device=parameter.device
+            )
+            for dataset in datasets
+            for i in range(len(dataset))
+        ]
+        equivariance_finetune(
+            model,
+            systems,
+            targets,
+            epochs=hypers["epochs"],
+            learning_rate=hypers["learning_rate"],
+            grid=eq.grid(hypers["grid"], inversion=True),
+            batch_size=hypers["batch_size"],
+        )
+        self.best_model_state_dict = copy.deepcopy(model.state_dict())
+        return True

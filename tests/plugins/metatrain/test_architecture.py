@@ -164,3 +164,38 @@ def test_solid_harmonic_embedding_replaces_pets_and_zeroes_padding():
     embedding = SolidHarmonicEdgeEmbedding(2, 4).to(torch.float64)
     padded = torch.zeros(1, 1, 4, dtype=torch.float64)
     assert torch.equal(embedding(padded), embedding.linear.bias.reshape(1, 1, 4))
+
+
+def test_equivariance_finetuning_shrinks_a_planted_readout_bias():
+    """A constant vector b has A^2 = |b|^2 and gradient 2b: minimising A^2 removes it."""
+    from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+    from equiscope_metatrain.finetune import equivariance_finetune
+
+    model = constant_vector_model(True, [0.3, -0.2, 0.5])
+    requests = model.requested_neighbor_lists()
+    systems = [
+        get_system_with_neighbor_lists(molecule(torch.Generator().manual_seed(s)), requests)
+        for s in range(4)
+    ]
+    losses = equivariance_finetune(
+        model,
+        systems,
+        ["mtt::direct_forces"],
+        epochs=30,
+        learning_rate=0.02,
+        grid=eq.grid("octahedral", inversion=True),
+        batch_size=2,
+    )
+    start = 0.3**2 + 0.2**2 + 0.5**2  # A^2 = |b|^2 before the first step
+    assert losses[0] < start and losses[-1] < 0.02 * start
+    report = audit(
+        wrap_model(model.eval()),
+        [Structure(system=systems[0], index=0)],
+        grid=eq.grid("octahedral", inversion=True),
+        outputs=["mtt::direct_forces"],
+        convergence_structures=0,
+        progress=False,
+    )
+    after = report["outputs"]["mtt::direct_forces"]["equivariance_rmse"]
+    assert after < 0.15 * math.sqrt(start / 3)

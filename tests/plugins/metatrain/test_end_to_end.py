@@ -42,6 +42,7 @@ def trained(tmp_path_factory):
     options["architecture"]["model"]["base"]["model"].update(d_pet=8, d_node=8, d_head=8)
     options["architecture"]["training"].update(num_epochs=2, batch_size=4)
     options["architecture"]["training"]["monitor"].update(interval=1, structures=1)
+    options["architecture"]["training"]["equivariance_finetuning"] = {"epochs": 1}
     (folder / "options.yaml").write_text(yaml.safe_dump(options))
     output = mtt(folder, "train", "options.yaml", "-o", "model.pt")
     return folder, output
@@ -52,11 +53,12 @@ def test_training_logs_and_writes_the_symmetry_monitor(trained):
     run = max((folder / "outputs").glob("*/*"))
     log = (run / "train.log").read_text()
     lines = [line for line in log.splitlines() if "symmetry (epoch" in line]
-    assert len(lines) == 4  # outputs and layers, epochs 0 and 1
+    assert len(lines) == 6  # outputs and layers: epochs 0, 1 and after fine-tuning (2)
     assert "non_conservative_forces" in lines[0] and "gnn_layers.1_edge" in lines[1]
+    assert "equivariance fine-tuning epoch 1/1: mean A^2" in log
     with open(run / "symmetry_monitor.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"]
     assert float(rows[-1]["A:non_conservative_forces"]) > 0  # PET is not equivariant
     assert (run / "symmetry_monitor.png").stat().st_size > 5_000
 
