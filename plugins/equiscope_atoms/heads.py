@@ -36,6 +36,7 @@ from metatomic.torch import (
 )
 
 import equiscope as eq
+from equiscope.groups.harmonics import SphericalHarmonics
 
 __all__ = ["HEAD_MODES", "OrbitAveraging", "SymmetrizedHead", "symmetrize_model"]
 
@@ -111,6 +112,21 @@ class OrbitAveraging:
         self.wigner: List[torch.Tensor] = [
             eq.wigner_d(lam, proper).to(dtype) for lam in range(max_lambda + 1)
         ]
+        # for random frames: D(R) from harmonics at fixed points, D = S Y(R U)^T P S
+        # with P = pinv(Y(U)^T) and S = diag((-1)^m) (see equiscope.groups.harmonics)
+        self.harmonics = SphericalHarmonics(max_lambda)
+        generator = torch.Generator().manual_seed(0)
+        points = torch.randn(4 * max_lambda + 8, 3, generator=generator, dtype=torch.float64)
+        points = points / points.norm(dim=-1, keepdim=True)
+        self.register_buffer("probe_points", points)
+        values = self.harmonics(points)
+        self.projectors: List[torch.Tensor] = []
+        self.signs: List[torch.Tensor] = []
+        for lam in range(max_lambda + 1):
+            block = values[:, lam * lam : (lam + 1) ** 2]
+            self.projectors.append(torch.linalg.pinv(block.T))
+            m = torch.arange(-lam, lam + 1)
+            self.signs.append(torch.where(m % 2 != 0, -1.0, 1.0).to(torch.float64))
 
     def _elements(self) -> torch.Tensor:
         if self.mode == "average" or self.mode == "diagnose":
@@ -126,18 +142,24 @@ class OrbitAveraging:
         return self.rotations @ rotation.to(self.rotations.device)
 
     def _wigner_for(self, lam: int, elements: torch.Tensor) -> torch.Tensor:
+        if lam >= len(self.wigner):
+            raise ValueError(
+                "spherical output of lambda "
+                + str(lam)
+                + " is above the head's max_lambda "
+                + str(len(self.wigner) - 1)
+            )
         if self.mode == "average" or self.mode == "diagnose":
-            if lam >= len(self.wigner):
-                raise ValueError(
-                    "spherical output of lambda "
-                    + str(lam)
-                    + " is above the head's max_lambda "
-                    + str(len(self.wigner) - 1)
-                )
             return self.wigner[lam].to(elements.device)
-        raise ValueError(
-            "spherical outputs with random heads are not supported yet; use mode 'average'"
-        )
+        # random frames: Wigner D of the (proper parts of the) drawn elements
+        matrices = elements.to(torch.float64)
+        det = torch.linalg.det(matrices).round()
+        proper = matrices * det.reshape(-1, 1, 1)
+        moved = torch.einsum("nb,kab->kna", self.probe_points.to(matrices.device), proper)
+        values = self.harmonics(moved)[:, :, lam * lam : (lam + 1) ** 2]
+        d = values.transpose(1, 2) @ self.projectors[lam].to(matrices.device)
+        sign = self.signs[lam].to(matrices.device)
+        return sign.reshape(1, -1, 1) * d * sign.reshape(1, 1, -1)
 
     def _symmetrized(
         self,

@@ -3,71 +3,16 @@
 PET embeds each edge by a Linear layer on (dx, dy, dz, r): the direction enters with
 angular momentum l <= 1 only, and higher l must be synthesised by nonlinearities. This
 embedding feeds the real spherical harmonics Y_lm(r_hat), l = 0..lmax, and r to the same
-Linear layer instead (science.md section 6, "angular starvation"). Addition theorem
-(the known answer the tests check): sum_m Y_lm(a) Y_lm(b) = (2l+1)/(4 pi) P_l(a . b).
+Linear layer instead (science.md section 6, "angular starvation").
 
 TorchScript-compatible; no ``from __future__ import annotations`` here.
 """
 
-import math
-from typing import List
-
 import torch
 
+from equiscope.groups.harmonics import SphericalHarmonics
 
-def _norms(lmax: int) -> List[float]:
-    """sqrt((2l+1)/(4 pi) (l-|m|)!/(l+|m|)!) (x sqrt 2 for m != 0), in (l, m) order."""
-    out: List[float] = []
-    for l in range(lmax + 1):  # noqa: E741 - l is the name in every textbook
-        for m in range(-l, l + 1):
-            a = abs(m)
-            value = (2 * l + 1) / (4 * math.pi) * math.factorial(l - a) / math.factorial(l + a)
-            out.append(math.sqrt(value) * (math.sqrt(2.0) if m != 0 else 1.0))
-    return out
-
-
-class SphericalHarmonics(torch.nn.Module):
-    """Real spherical harmonics of unit vectors, ``[..., 3] -> [..., (lmax+1)^2]``,
-    orthonormal on the sphere, ordered (l, m = -l..l)."""
-
-    def __init__(self, lmax: int):
-        super().__init__()
-        self.lmax = lmax
-        self.register_buffer("norms", torch.tensor(_norms(lmax), dtype=torch.float64))
-
-    def forward(self, directions: torch.Tensor) -> torch.Tensor:
-        x, y, z = directions[..., 0], directions[..., 1], directions[..., 2]
-        # c_m + i s_m = (x + i y)^m
-        cos_m: List[torch.Tensor] = [torch.ones_like(x)]
-        sin_m: List[torch.Tensor] = [torch.zeros_like(x)]
-        for m in range(1, self.lmax + 1):
-            cos_m.append(x * cos_m[m - 1] - y * sin_m[m - 1])
-            sin_m.append(x * sin_m[m - 1] + y * cos_m[m - 1])
-        # q[l][m] = P_l^m(z) / sin^m(theta), a polynomial in z (Condon-Shortley phase)
-        q: List[List[torch.Tensor]] = []
-        for l in range(self.lmax + 1):  # noqa: E741
-            row: List[torch.Tensor] = []
-            for m in range(l + 1):
-                if m == l:
-                    value = torch.ones_like(z)
-                    for k in range(1, l + 1):
-                        value = value * -(2 * k - 1)
-                elif m == l - 1:
-                    value = (2 * m + 1) * z * q[l - 1][m]
-                else:
-                    value = ((2 * l - 1) * z * q[l - 1][m] - (l + m - 1) * q[l - 2][m]) / (l - m)
-                row.append(value)
-            q.append(row)
-        columns: List[torch.Tensor] = []
-        for l in range(self.lmax + 1):  # noqa: E741
-            for m in range(-l, l + 1):
-                if m < 0:
-                    columns.append(q[l][-m] * sin_m[-m])
-                elif m == 0:
-                    columns.append(q[l][0])
-                else:
-                    columns.append(q[l][m] * cos_m[m])
-        return torch.stack(columns, dim=-1) * self.norms.to(directions.dtype)
+__all__ = ["SolidHarmonicEdgeEmbedding", "SphericalHarmonics"]
 
 
 class SolidHarmonicEdgeEmbedding(torch.nn.Module):

@@ -371,3 +371,31 @@ def test_an_output_of_unknown_symmetry_is_a_clear_error(constant_path):
         ValueError, match=r"cannot symmetrise output 'mtt::spin': block components \['spin'\]"
     ):
         atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize("mode", ["random", "random-group"])
+def test_random_heads_back_rotate_spherical_outputs_with_the_right_wigner_d(mode):
+    """Random frames need D(R) for rotations drawn at run time (computed from spherical
+    harmonics at fixed points inside TorchScript): equal to the engine's Wigner D of
+    the proper part, for proper and improper elements."""
+    from scipy.spatial.transform import Rotation
+
+    from equiscope_atoms.heads import SymmetrizedHead
+
+    grid = None if mode == "random" else eq.grid("octahedral", inversion=True)
+    head = SymmetrizedHead(
+        torch.nn.Identity(),
+        grid,
+        mode=mode,
+        seed=0,
+        inversion=True,
+        max_lambda=6,
+        dtype=torch.float64,
+    )
+    elements = torch.from_numpy(Rotation.random(4, random_state=1).as_matrix())
+    elements[1] = -elements[1]
+    elements[3] = -elements[3]
+    proper = elements * torch.linalg.det(elements).reshape(-1, 1, 1)
+    for lam in range(7):
+        expected = eq.wigner_d(lam, proper)
+        assert torch.allclose(head._wigner_for(lam, elements), expected, atol=1e-13), lam

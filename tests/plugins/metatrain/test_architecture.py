@@ -12,13 +12,12 @@ from metatrain.utils.architectures import check_architecture_options, get_defaul
 from metatrain.utils.data import DatasetInfo
 from metatrain.utils.data.target_info import get_generic_target_info
 from metatrain.utils.pydantic import MetatrainValidationError
-from scipy.special import eval_legendre
 
 import equiscope as eq
 from _models import molecule
 from equiscope_atoms import audit, wrap_model
 from equiscope_atoms.data import Structure
-from equiscope_metatrain.edge_embedding import SolidHarmonicEdgeEmbedding, SphericalHarmonics
+from equiscope_metatrain.edge_embedding import SolidHarmonicEdgeEmbedding
 
 NAME = "experimental.equiscope"
 SMALL = {"d_pet": 8, "d_head": 8, "d_node": 8, "d_feedforward": 8, "num_heads": 1}
@@ -134,20 +133,6 @@ def test_covariant_bias_gives_a_squared_equal_to_b_squared_and_no_bias_gives_zer
     )
     assert next(iter(with_bias["breaking_sectors"])) == eq.sector_label((0, 1))
     assert results[False]["equivariance_rmse"] == 0.0
-
-
-def test_spherical_harmonics_obey_the_addition_theorem():
-    generator = torch.Generator().manual_seed(0)
-    a = torch.nn.functional.normalize(torch.randn(40, 3, generator=generator, dtype=torch.float64))
-    b = torch.nn.functional.normalize(torch.randn(40, 3, generator=generator, dtype=torch.float64))
-    harmonics = torch.jit.script(SphericalHarmonics(8))
-    ya, yb = harmonics(a), harmonics(b)
-    for lam in range(9):
-        block = slice(lam * lam, (lam + 1) ** 2)
-        left = (ya[:, block] * yb[:, block]).sum(-1)
-        cosines = (a * b).sum(-1).numpy()
-        right = (2 * lam + 1) / (4 * math.pi) * torch.from_numpy(eval_legendre(lam, cosines))
-        assert torch.allclose(left, right, atol=1e-12), lam
 
 
 def test_solid_harmonic_embedding_replaces_pets_and_zeroes_padding():
