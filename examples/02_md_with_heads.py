@@ -11,7 +11,12 @@ Expected physics: the raw and averaged heads are smooth, deterministic potential
 NVE conserves their energy; a new random frame every step makes the potential change
 under the atoms' feet, so its energy random-walks.
 
-Run: python examples/02_md_with_heads.py [--model model.pt] [--steps 200]
+With ``--direct`` the PET also learns the forces directly (a ``non_conservative_forces``
+target) and MD uses those (``non_conservative=True``): no energy is conserved by
+construction, so the drift measures how non-conservative the direct forces are, and
+what each head does to it.
+
+Run: python examples/02_md_with_heads.py [--model model.pt] [--steps 200] [--direct]
 """
 
 import os
@@ -60,21 +65,26 @@ def main():
     parser.add_argument("--model", help="exported model (default: train a tiny PET)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--output", default="md_heads.png")
+    parser.add_argument(
+        "--direct", action="store_true", help="direct (non-conservative) forces in MD"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     if args.model is None:
         work = Path(tempfile.mkdtemp(prefix="equiscope-md-"))
         data = generate_copper(work / "train.xyz", 48)
-        _, model = train_pet(work / "train", data, epochs=10, n_train=48)
+        _, model = train_pet(work / "train", data, epochs=10, n_train=48, direct_forces=args.direct)
     else:
         model = Path(args.model)
+    options = {"non_conservative": "forces"} if args.direct else {}
     runs = {
-        "raw": MetatomicCalculator(str(model)),
-        "random frame": EquiscopeCalculator(model, mode="random", seed=1),
-        "octahedral average": EquiscopeCalculator(model, grid="octahedral"),
-        "icosahedral average": EquiscopeCalculator(model, grid="icosahedral"),
+        "raw": MetatomicCalculator(str(model), **options),
+        "random frame": EquiscopeCalculator(model, mode="random", seed=1, **options),
+        "octahedral average": EquiscopeCalculator(model, grid="octahedral", **options),
+        "icosahedral average": EquiscopeCalculator(model, grid="icosahedral", **options),
     }
+    print("forces:", "direct (non_conservative_forces)" if args.direct else "-dE/dr")
     figure, axis = plt.subplots(figsize=(6.5, 4))
     print(f"{'head':<22}{'drift meV/atom/ps':>19}{'RMS fluct. meV/atom':>21}{'s/step':>9}")
     for name, calculator in runs.items():

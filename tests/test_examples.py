@@ -49,6 +49,36 @@ def test_md_example_runs_on_a_given_model(tmp_path):
     assert figure.stat().st_size > 10_000
 
 
+def test_md_example_with_direct_forces(tmp_path):
+    """--direct: MD on the model's non_conservative_force output through every head."""
+    from metatomic.torch import ModelOutput
+
+    from _models import MultipoleAnisotropy, export
+
+    outputs = {
+        "energy": ModelOutput(unit="eV", sample_kind="system"),
+        "non_conservative_force": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
+    }
+    planted = MultipoleAnisotropy([0.0] * 6, [0.05, -0.03, 0.04])
+    model = export(planted, tmp_path / "m.pt", outputs=outputs)
+    result = run_example(
+        "02_md_with_heads.py",
+        "--model",
+        str(model),
+        "--steps",
+        "3",
+        "--direct",
+        "--output",
+        str(tmp_path / "md.png"),
+    )
+    assert "forces: direct (non_conservative_forces)" in result.stdout
+    rows = [
+        line.split() for line in result.stdout.splitlines() if line.endswith(tuple("0123456789"))
+    ]
+    heads = {" ".join(row[:-3]) for row in rows}
+    assert {"raw", "random frame", "octahedral average", "icosahedral average"} <= heads
+
+
 def run_example(name: str, *arguments: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *arguments],

@@ -54,7 +54,7 @@ training_set:
       forces:
         key: forces
       stress:
-        key: stress
+        key: stress{direct}
 validation_set: 0.125
 test_set: 0.0
 """
@@ -93,15 +93,36 @@ def generate_copper(path: Path, n: int, *, seed: int = 0) -> Path:
     return path
 
 
+DIRECT_FORCES = """
+    non_conservative_forces:
+      key: forces
+      quantity: force
+      unit: eV/A
+      type: {cartesian: {rank: 1}}
+      per_atom: true"""
+
+
 def train_pet(
-    folder: Path, data: Path, *, epochs: int, n_train: int, seed: int = 0
+    folder: Path,
+    data: Path,
+    *,
+    epochs: int,
+    n_train: int,
+    seed: int = 0,
+    direct_forces: bool = False,
 ) -> tuple[Path, Path]:
-    """Run ``mtt train`` in ``folder``; returns (checkpoint, exported model)."""
+    """Run ``mtt train`` in ``folder``; returns (checkpoint, exported model).
+    ``direct_forces`` adds a ``non_conservative_forces`` target (the EMT forces)."""
     folder.mkdir(parents=True, exist_ok=True)
     batch_size = max(1, min(8, n_train - max(1, round(0.125 * n_train))))
-    (folder / "options.yaml").write_text(
-        OPTIONS.format(seed=seed, epochs=epochs, data=data.resolve(), batch_size=batch_size)
+    options = OPTIONS.format(
+        seed=seed,
+        epochs=epochs,
+        data=data.resolve(),
+        batch_size=batch_size,
+        direct=DIRECT_FORCES if direct_forces else "",
     )
+    (folder / "options.yaml").write_text(options)
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(folder / "train.log", "w") as log:
         result = subprocess.run(

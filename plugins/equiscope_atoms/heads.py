@@ -156,7 +156,7 @@ class OrbitAveraging:
         det = torch.linalg.det(matrices).round()
         proper = matrices * det.reshape(-1, 1, 1)
         moved = torch.einsum("nb,kab->kna", self.probe_points.to(matrices.device), proper)
-        values = self.harmonics(moved)[:, :, lam * lam : (lam + 1) ** 2]
+        values = self.harmonics(moved)[:, :, lam * lam : (lam + 1) * (lam + 1)]
         d = values.transpose(1, 2) @ self.projectors[lam].to(matrices.device)
         sign = self.signs[lam].to(matrices.device)
         return sign.reshape(1, -1, 1) * d * sign.reshape(1, 1, -1)

@@ -374,7 +374,7 @@ def test_an_output_of_unknown_symmetry_is_a_clear_error(constant_path):
 
 
 @pytest.mark.parametrize("mode", ["random", "random-group"])
-def test_random_heads_back_rotate_spherical_outputs_with_the_right_wigner_d(mode):
+def test_random_heads_back_rotate_spherical_outputs_with_the_right_wigner_d(mode, tmp_path):
     """Random frames need D(R) for rotations drawn at run time (computed from spherical
     harmonics at fixed points inside TorchScript): equal to the engine's Wigner D of
     the proper part, for proper and improper elements."""
@@ -399,3 +399,8 @@ def test_random_heads_back_rotate_spherical_outputs_with_the_right_wigner_d(mode
     for lam in range(7):
         expected = eq.wigner_d(lam, proper)
         assert torch.allclose(head._wigner_for(lam, elements), expected, atol=1e-13), lam
+    # and it compiles: a head on a real model exports with the random-mode path
+    from _models import PairPotential, export
+
+    raw = load_atomistic_model(str(export(PairPotential(), tmp_path / "lj.pt")))
+    symmetrize_model(raw, mode=mode, grid=grid, max_lambda=3).save(str(tmp_path / "head.pt"))

@@ -160,7 +160,10 @@ class TestTorchscript(TorchscriptTests, EquiscopeTests):
 class TestExported(ExportedTests, EquiscopeTests): ...
 
 
-class TestTraining(TrainingTests, EquiscopeTests): ...
+class TestTraining(TrainingTests, EquiscopeTests):
+    @pytest.fixture(autouse=True)
+    def _in_a_temporary_folder(self, monkeypatch, tmp_path):
+        monkeypatch.chdir(tmp_path)  # the monitor writes next to the checkpoints
 
 
 class TestCheckpoints(CheckpointTests, EquiscopeTests):
