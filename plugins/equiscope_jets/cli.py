@@ -1,4 +1,4 @@
-"""``equiscope jets ...``: the jet adapter's command line (``generate`` for now).
+"""``equiscope jets ...``: the jet adapter's command line (``generate``, ``train``, ``audit``).
 
 :func:`add_parser` registers the ``jets`` subcommand on the main parser's subparsers and
 :func:`run` executes it; bad input raises ``equiscope.cli.BadInput`` (one line, exit 2).
@@ -13,16 +13,17 @@ from pathlib import Path
 
 from .generate import CHUNK_SIZE, PROCESSES
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "audit_jet_model", "run"]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``jets`` (with its actions) to ``subparsers``; returns the ``jets`` parser."""
     jets = subparsers.add_parser(
         "jets",
-        help="jet tagging: generate top and QCD jets",
+        help="jet tagging: generate top and QCD jets, train and audit taggers",
         description="Particle-physics jets: generate boosted top and QCD jet samples "
-        "(Pythia 8 + FastJet, top-tagging landscape recipe at particle level).",
+        "(Pythia 8 + FastJet, top-tagging landscape recipe at particle level), train a "
+        "tagger on them and audit its symmetries.",
     )
     actions = jets.add_subparsers(dest="jets_command", metavar="ACTION")
     generate = actions.add_parser(
@@ -49,6 +50,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="jets per independently seeded Pythia run (default: %(default)s)",
     )
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_train_parser(actions)
+    _add_audit_parser(actions)
     jets.set_defaults(handler=run, jets_parser=jets)
     return jets
 
@@ -58,9 +61,13 @@ def run(args: argparse.Namespace) -> int:
     from equiscope.cli import BadInput
 
     if getattr(args, "jets_command", None) is None:
-        raise BadInput("choose an action: generate (see equiscope jets --help)")
+        raise BadInput("choose an action: generate, train or audit (see equiscope jets --help)")
     if args.jets_command == "generate":
         return _generate(args)
+    if args.jets_command == "train":
+        return _train(args)
+    if args.jets_command == "audit":
+        return _audit(args)
     raise BadInput(f"unknown action {args.jets_command!r}")  # pragma: no cover
 
 
@@ -110,4 +117,264 @@ def _generate(args: argparse.Namespace) -> int:
         f"{workers} worker(s)); median jet mass {float(np.median(jet_mass(data.jet))):.0f} GeV, "
         f"{float(data.n_constituents.mean()):.0f} constituents per jet on average"
     )
+    return 0
+
+
+def _add_train_parser(actions) -> None:
+    from .train import AUGMENTATIONS
+
+    train = actions.add_parser(
+        "train",
+        help="train a tagger on top and QCD jet files",
+        description="Train a tagger on the jets of --top and --qcd (split into training, "
+        "validation and test sets), with random augmentation over a group, validation "
+        "each epoch, early stopping and a checkpoint of the best epoch. Writes "
+        "DIR/model.pt (auditable with 'equiscope audit DIR/model.pt JETS') and "
+        "DIR/metrics.json: test accuracy, AUC, background rejection 1/eps_B at "
+        "eps_S = 0.3 and 0.5, training history and throughput.",
+    )
+    train.add_argument("--top", required=True, help="top jets (npz or landscape HDF5)")
+    train.add_argument("--qcd", required=True, help="QCD jets (npz or landscape HDF5)")
+    train.add_argument("-o", "--output", required=True, help="output folder")
+    train.add_argument(
+        "--model",
+        default="transformer",
+        choices=["transformer", "invariant", "part"],
+        help="transformer (unconstrained, lab-frame features), invariant (exactly "
+        "Lorentz-invariant baseline) or part (weaver-core's ParT, the peer) "
+        "(default: %(default)s)",
+    )
+    train.add_argument(
+        "--augment",
+        default="so2-axis",
+        choices=AUGMENTATIONS,
+        help="group of the random augmentation, one element per jet and batch "
+        "(default: %(default)s)",
+    )
+    train.add_argument("--epochs", type=int, default=20, help="epochs (default: %(default)s)")
+    train.add_argument(
+        "--max-constituents",
+        type=int,
+        default=64,
+        help="keep the K hardest constituents per jet (default: %(default)s)",
+    )
+    train.add_argument("--jets", type=int, help="read only the first N jets of each file")
+    train.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
+    train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    train.add_argument(
+        "--patience", type=int, default=4, help="epochs without improvement before stopping"
+    )
+    train.add_argument("--time-limit", type=float, help="stop after this many seconds")
+    train.add_argument("--width", type=int, default=64, help="embedding width")
+    train.add_argument("--depth", type=int, default=3, help="attention blocks")
+    train.add_argument("--seed", type=int, default=0, help="seed of split and training")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _load_pair(args):
+    from equiscope.cli import BadInput
+
+    from .data import JetData, JetDataError, load_jets
+
+    try:
+        parts = [load_jets(path, limit=args.jets) for path in (args.top, args.qcd)]
+    except JetDataError as error:
+        raise BadInput(str(error)) from None
+    return JetData.concatenate(parts)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from equiscope.cli import BadInput
+
+    from .peer import PeerUnavailable
+    from .train import fit
+
+    torch.set_num_threads(1)
+    for option, value, minimum in (
+        ("--epochs", args.epochs, 1),
+        ("--max-constituents", args.max_constituents, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--patience", args.patience, 1),
+        ("--width", args.width, 4),
+        ("--depth", args.depth, 1),
+        ("--jets", args.jets if args.jets is not None else 1, 1),
+    ):
+        if value < minimum:
+            raise BadInput(f"{option} must be at least {minimum}, got {value}")
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise BadInput(f"-o {output} exists and is not a folder")
+    data = _load_pair(args)
+    try:
+        metrics = fit(
+            data,
+            output,
+            model=args.model,
+            config={"width": args.width, "depth": args.depth},
+            max_constituents=args.max_constituents,
+            split_seed=args.seed,
+            augmentation=args.augment,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            patience=args.patience,
+            time_limit=args.time_limit,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    except (ValueError, PeerUnavailable) as error:
+        raise BadInput(str(error)) from None
+    test, training = metrics["test"], metrics["training"]
+    print(
+        f"{args.model} ({metrics['parameters']} parameters, augmentation {args.augment}): "
+        f"test accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f}, "
+        f"1/eps_B {test['rejection_30']:.0f} at eps_S = 0.3 and {test['rejection_50']:.0f} "
+        f"at 0.5 on {test['jets']} jets; best epoch {training['best_epoch']} of "
+        f"{training['epochs_run']} ({training['stopped_by']}); "
+        f"{training['train_jets_per_second']:.0f} jets/s training, "
+        f"{metrics['inference_jets_per_second']:.0f} jets/s inference"
+    )
+    print(f"wrote {output / 'model.pt'} and {output / 'metrics.json'}")
+    return 0
+
+
+_DEFAULT_AUDIT_JETS = 64
+
+
+def _add_audit_parser(actions) -> None:
+    from .audit import DEFAULT_GROUPS
+    from .heads import HEAD_MODES
+
+    audit = actions.add_parser(
+        "audit",
+        help="audit a trained tagger's symmetries per subgroup",
+        description="Evaluate a tagger checkpoint (from 'equiscope jets train') on the orbits "
+        "of jets under each group and write DIR/report.json, DIR/report.md, PNG figures "
+        "and one folder per compact group: equivariance RMSE of the logit vs noise floor, "
+        "character spectra of the logit and of every hidden layer, grid convergence; "
+        "boosts (non-compact) as invariance error against rapidity. 'equiscope audit "
+        "MODEL JETS' does the same with the defaults.",
+    )
+    audit.add_argument("model", help="tagger checkpoint (model.pt from equiscope jets train)")
+    audit.add_argument("data", help="jets (npz or landscape HDF5)")
+    audit.add_argument("-o", "--output", default="equiscope-audit", help="report folder")
+    audit.add_argument(
+        "--groups",
+        default=",".join(DEFAULT_GROUPS),
+        help="comma-separated groups (default: %(default)s)",
+    )
+    audit.add_argument(
+        "--jets", type=int, default=_DEFAULT_AUDIT_JETS, help="audit the first N jets"
+    )
+    audit.add_argument("--degree", type=int, help="Lebedev degree for so3/o3 (default 6)")
+    audit.add_argument("--n", type=int, help="angles for the SO(2)/O(2) groups (default 16)")
+    audit.add_argument("--max-lambda", type=int, help="largest degree in spectra")
+    audit.add_argument("--layers", default="all", choices=["all", "none"], help="layer spectra")
+    audit.add_argument("--batch-size", type=int, default=512, help="transformed jets per call")
+    audit.add_argument("--rapidity-max", type=float, default=1.0, help="boosts: |y| <= this")
+    audit.add_argument("--rapidity-steps", type=int, default=9, help="boosts: rapidities")
+    audit.add_argument(
+        "--convergence-jets", type=int, default=2, help="jets re-run on a finer grid"
+    )
+    audit.add_argument("--head", choices=HEAD_MODES, help="audit the tagger behind this head")
+    audit.add_argument("--head-group", default="so2-axis", help="group of an average/random head")
+    audit.add_argument("--head-n", type=int, help="rotations of an average head's axial grid")
+
+
+def audit_jet_model(args: argparse.Namespace) -> int | None:
+    """``equiscope audit`` on a tagger checkpoint: run the jet audit and return its exit
+    code; ``None`` when ``args.model`` is not a tagger checkpoint. ``--grid`` other than
+    ``auto`` names the groups (comma-separated), ``--structures`` the number of jets."""
+    from .audit import DEFAULT_GROUPS
+    from .checkpoint import is_jet_checkpoint
+
+    if not is_jet_checkpoint(args.model):
+        return None
+    jets = argparse.Namespace(
+        model=args.model,
+        data=args.data,
+        output=args.output,
+        groups=",".join(DEFAULT_GROUPS) if args.grid == "auto" else args.grid,
+        jets=args.structures or _DEFAULT_AUDIT_JETS,
+        degree=args.degree,
+        n=args.n,
+        max_lambda=args.max_lambda,
+        layers="none" if args.layers == "none" else "all",
+        batch_size=max(args.batch_size, 1) * 16,
+        rapidity_max=1.0,
+        rapidity_steps=9,
+        convergence_jets=args.convergence_structures,
+        head=None,
+        head_group="so2-axis",
+        head_n=None,
+    )
+    return _audit(jets)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    import torch
+
+    from equiscope.cli import BadInput
+
+    from .actions import get_group
+    from .audit import JetAuditError, audit_tagger
+    from .checkpoint import JetModelError, load_checkpoint
+    from .data import JetDataError, load_jets
+    from .heads import SymmetrizedTagger
+    from .peer import PeerUnavailable
+    from .report import jet_markdown, write_jet_report
+    from .train import prepare_momenta
+
+    torch.set_num_threads(1)
+    for option, value, minimum in (
+        ("--jets", args.jets, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--convergence-jets", args.convergence_jets, 0),
+    ):
+        if value < minimum:
+            raise BadInput(f"{option} must be at least {minimum}, got {value}")
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise BadInput(f"output {output} exists and is not a folder")
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    grids = {}
+    try:
+        for name in groups:
+            kind = get_group(name)
+            if not isinstance(kind, str):
+                grids[name] = kind.default_grid(degree=args.degree, n=args.n)
+    except ValueError as error:
+        raise BadInput(f"--groups: {error}") from None
+    try:
+        model, training = load_checkpoint(args.model)
+        data = load_jets(args.data, limit=args.jets)
+        momenta = prepare_momenta(data, int(training.get("max_constituents", 64)))
+        if args.head is not None:
+            head_grid = None
+            if args.head == "average" and args.head_n is not None:
+                head_grid = get_group(args.head_group).default_grid(n=args.head_n)
+            model = SymmetrizedTagger(model, args.head, group=args.head_group, grid=head_grid)
+        report = audit_tagger(
+            model,
+            momenta,
+            labels=data.label,
+            groups=groups,
+            grids=grids,
+            max_lambda=args.max_lambda,
+            layers=args.layers == "all" and args.head is None,
+            batch_size=args.batch_size,
+            rapidity_max=args.rapidity_max,
+            rapidity_steps=args.rapidity_steps,
+            convergence_jets=max(args.convergence_jets, 1),
+            source=str(args.model) + (f" + {args.head} head" if args.head else ""),
+        )
+    except (JetModelError, JetDataError, JetAuditError, PeerUnavailable) as error:
+        raise BadInput(str(error)) from None
+    except ValueError as error:  # bad jets for the model, or a head option
+        raise BadInput(str(error).splitlines()[0]) from None
+    write_jet_report(report, output)
+    print(jet_markdown(report).split("## Hidden layers")[0].rstrip())
+    print(f"\nreport: {output / 'report.md'} (and report.json, figures, one folder per group)")
     return 0

@@ -90,6 +90,11 @@ def _audit_command(args) -> int:
     import torch
 
     torch.set_num_threads(1)
+    from equiscope_jets.cli import audit_jet_model
+
+    jet_result = audit_jet_model(args)  # None unless MODEL is a jet tagger checkpoint
+    if jet_result is not None:
+        return jet_result
     try:
         from equiscope_atoms import (
             AuditOptionError,
