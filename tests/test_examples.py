@@ -150,7 +150,7 @@ def test_inductive_bias_example_trains_and_reports(tmp_path):
             "--epochs",
             "1",
             "--structures",
-            "8",
+            "12",
             "--output",
             str(figure),
         ],

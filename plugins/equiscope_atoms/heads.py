@@ -118,7 +118,7 @@ class OrbitAveraging:
         generator = torch.Generator().manual_seed(0)
         points = torch.randn(4 * max_lambda + 8, 3, generator=generator, dtype=torch.float64)
         points = points / points.norm(dim=-1, keepdim=True)
-        self.register_buffer("probe_points", points)
+        self.register_buffer("probe_points", points, persistent=False)
         values = self.harmonics(points)
         self.projectors: List[torch.Tensor] = []
         self.signs: List[torch.Tensor] = []

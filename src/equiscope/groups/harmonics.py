@@ -32,7 +32,10 @@ class SphericalHarmonics(torch.nn.Module):
     def __init__(self, lmax: int):
         super().__init__()
         self.lmax = lmax
-        self.register_buffer("norms", torch.tensor(_norms(lmax), dtype=torch.float64))
+        # a constant of lmax, rebuilt on construction: not part of checkpoints
+        self.register_buffer(
+            "norms", torch.tensor(_norms(lmax), dtype=torch.float64), persistent=False
+        )
 
     def forward(self, directions: torch.Tensor) -> torch.Tensor:
         x, y, z = directions[..., 0], directions[..., 1], directions[..., 2]

@@ -6,6 +6,7 @@ must pass (``TestOutputWithHead``).
 """
 
 import copy
+import shutil
 from pathlib import Path
 
 import metatrain
@@ -167,11 +168,13 @@ class TestTraining(TrainingTests, EquiscopeTests):
 
 
 class TestCheckpoints(CheckpointTests, EquiscopeTests):
-    """Reference checkpoints live in ``checkpoints/`` next to this file (metatrain's
-    mixin looks for them relative to the working directory)."""
+    """Reference checkpoints live in ``checkpoints/`` next to this file; metatrain's
+    mixin looks for them relative to the working directory, so the tests run in a
+    temporary folder holding a copy (a missing reference is written there)."""
 
     incompatible_trainer_checkpoints = ()
 
     @pytest.fixture(autouse=True)
-    def _in_this_folder(self, monkeypatch):
-        monkeypatch.chdir(Path(__file__).parent)
+    def _with_the_references(self, monkeypatch, tmp_path):
+        shutil.copytree(Path(__file__).parent / "checkpoints", tmp_path / "checkpoints")
+        monkeypatch.chdir(tmp_path)
