@@ -99,6 +99,8 @@ class OrbitAveraging:
         if mode != "random" and grid is None:
             raise ValueError(f"head mode '{mode}' needs a grid")
         self.mode = mode
+        # outer -> inner output names; the "" entry only lets TorchScript infer the type
+        self.inner_names: Dict[str, str] = {"": ""}
         self.seed = int(seed)
         self.inversion = inversion
         self.max_lambda = max_lambda
@@ -127,6 +129,22 @@ class OrbitAveraging:
             self.projectors.append(torch.linalg.pinv(block.T))
             m = torch.arange(-lam, lam + 1)
             self.signs.append(torch.where(m % 2 != 0, -1.0, 1.0).to(torch.float64))
+
+    def _inner_name(self, name: str) -> str:
+        """The name the wrapped module knows an output by (a model trained with a
+        deprecated name, e.g. ``non_conservative_forces``, is asked for it by the
+        engine under the current one)."""
+        if name in self.inner_names:
+            return self.inner_names[name]
+        return name
+
+    def _outer_name(self, inner_name: str, outputs: Dict[str, ModelOutput]) -> str:
+        for outer, inner in self.inner_names.items():
+            if inner == inner_name and (
+                outer in outputs or "equiscope::variance::" + outer in outputs
+            ):
+                return outer
+        return inner_name
 
     def _elements(self) -> torch.Tensor:
         if self.mode == "average" or self.mode == "diagnose":
@@ -215,6 +233,7 @@ class OrbitAveraging:
         inner: Dict[str, ModelOutput] = {}
         for name, output in outputs.items():
             source = name[len(prefix) :] if name.startswith(prefix) else name
+            source = self._inner_name(source)
             if source not in inner:
                 inner[source] = output
         raw = self._evaluate(copies, inner, copy_selection)
@@ -223,10 +242,13 @@ class OrbitAveraging:
             plain: Dict[str, ModelOutput] = {}
             for name, output in outputs.items():
                 if not name.startswith(prefix):
-                    plain[name] = output
+                    plain[self._inner_name(name)] = output
             if len(plain) > 0:
-                result = self._evaluate(systems, plain, selected_atoms)
-        for name, tensor in raw.items():
+                direct = self._evaluate(systems, plain, selected_atoms)
+                for inner_name, tensor in direct.items():
+                    result[self._outer_name(inner_name, outputs)] = tensor
+        for inner_name, tensor in raw.items():
+            name = self._outer_name(inner_name, outputs)
             blocks: List[TensorBlock] = []
             spreads: List[TensorBlock] = []
             for index in range(len(tensor.keys)):
@@ -404,10 +426,16 @@ def symmetrize_model(
         for requestor in options.requestors():
             copied.add_requestor(requestor)
         head._requested_neighbor_lists.append(copied)
+    from metatomic.torch._quantities import current_quantity_name
+
     from .models import wrap_model
 
     declared = wrap_model(model).auditable_outputs()  # without deprecated aliases
     outputs = {name: capabilities.outputs[name] for name in declared}
+    for old in capabilities.outputs:  # the inner module knows the deprecated name
+        current = current_quantity_name(old)
+        if current != old and current in declared:
+            head.inner_names[current] = old
     if diagnostics or mode == "diagnose":
         if mode == "random":
             raise ValueError("diagnostics need several copies per call: use 'average'")

@@ -404,3 +404,57 @@ def test_random_heads_back_rotate_spherical_outputs_with_the_right_wigner_d(mode
 
     raw = load_atomistic_model(str(export(PairPotential(), tmp_path / "lj.pt")))
     symmetrize_model(raw, mode=mode, grid=grid, max_lambda=3).save(str(tmp_path / "head.pt"))
+
+
+class _DeprecatedForceName(torch.nn.Module):
+    """A model that knows its direct forces only as ``non_conservative_forces`` (as
+    metatrain models trained on that target do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = MultipoleAnisotropy([0.0] * 6, [0.1, -0.2, 0.3])
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+    ) -> Dict[str, TensorMap]:
+        asked: Dict[str, ModelOutput] = {}
+        for name, output in outputs.items():
+            if name == "non_conservative_forces":
+                asked["non_conservative_force"] = output
+            else:
+                asked[name] = output
+        result = self.inner(systems, asked, selected_atoms)
+        renamed: Dict[str, TensorMap] = {}
+        for name, tensor in result.items():
+            if name == "non_conservative_force":
+                renamed["non_conservative_forces"] = tensor
+            else:
+                renamed[name] = tensor
+        return renamed
+
+
+def test_heads_ask_the_model_by_the_name_it_knows(tmp_path):
+    """The engine asks for 'non_conservative_force'; a model trained on the deprecated
+    'non_conservative_forces' target only answers to that: the head translates."""
+    from metatomic_ase import MetatomicCalculator
+
+    outputs = {
+        "energy": ModelOutput(unit="eV", sample_kind="system"),
+        "non_conservative_forces": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
+    }
+    path = export(_DeprecatedForceName(), tmp_path / "old.pt", outputs=outputs)
+    atoms = ase.Atoms("COHH", positions=POSITIONS, cell=np.eye(3) * 8.0, pbc=True)
+    atoms.calc = EquiscopeCalculator(path, grid="octahedral", non_conservative="forces")
+    averaged = atoms.get_forces()
+    atoms.calc = EquiscopeCalculator(path, mode="random", seed=3, non_conservative="forces")
+    randomised = atoms.get_forces()
+    # the pair part is equivariant and the constant b (or Q^T b) is a net force, which
+    # metatomic-ase removes: every head gives the raw model's forces
+    atoms.calc = MetatomicCalculator(str(path), non_conservative="forces")
+    raw = atoms.get_forces()
+    assert np.abs(raw).max() > 1e-3
+    np.testing.assert_allclose(averaged, raw, atol=1e-10)
+    np.testing.assert_allclose(randomised, raw, atol=1e-10)
