@@ -432,9 +432,11 @@ def symmetrize_model(
 
     declared = wrap_model(model).auditable_outputs()  # without deprecated aliases
     outputs = {name: capabilities.outputs[name] for name in declared}
-    for old in capabilities.outputs:  # the inner module knows the deprecated name
+    # the names the wrapped module itself knows (metatomic adds aliases around it)
+    known = list(getattr(model, "_model_capabilities_outputs_names", capabilities.outputs))
+    for old in known:
         current = current_quantity_name(old)
-        if current != old and current in declared:
+        if current != old and current in declared and current not in known:
             head.inner_names[current] = old
     if diagnostics or mode == "diagnose":
         if mode == "random":
