@@ -74,20 +74,18 @@ def run(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from equiscope.cli import BadInput
+    from equiscope.cli import BadInput, require_at_least
 
     from .data import save_jets
     from .generate import generate_jets
     from .physics import jet_mass
 
-    for option, value, minimum in (
+    require_at_least(
         ("--n", args.n, 1),
         ("--workers", args.workers, 1),
         ("--chunk-size", args.chunk_size, 1),
         ("--seed", args.seed, 0),
-    ):
-        if value < minimum:
-            raise BadInput(f"{option} must be at least {minimum}, got {value}")
+    )
     output = Path(args.output)
     if output.suffix != ".npz":
         raise BadInput(f"-o {output}: jets are written as an .npz file")
@@ -186,13 +184,13 @@ def _load_pair(args):
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from equiscope.cli import BadInput
+    from equiscope.cli import BadInput, output_folder, require_at_least
 
     from .peer import PeerUnavailable
     from .train import fit
 
     torch.set_num_threads(1)
-    for option, value, minimum in (
+    require_at_least(
         ("--epochs", args.epochs, 1),
         ("--max-constituents", args.max_constituents, 1),
         ("--batch-size", args.batch_size, 1),
@@ -200,12 +198,8 @@ def _train(args: argparse.Namespace) -> int:
         ("--width", args.width, 4),
         ("--depth", args.depth, 1),
         ("--jets", args.jets if args.jets is not None else 1, 1),
-    ):
-        if value < minimum:
-            raise BadInput(f"{option} must be at least {minimum}, got {value}")
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise BadInput(f"-o {output} exists and is not a folder")
+    )
+    output = output_folder(args.output, label="-o")
     data = _load_pair(args)
     try:
         metrics = fit(
@@ -316,7 +310,7 @@ def audit_jet_model(args: argparse.Namespace) -> int | None:
 def _audit(args: argparse.Namespace) -> int:
     import torch
 
-    from equiscope.cli import BadInput
+    from equiscope.cli import BadInput, output_folder, require_at_least
 
     from .actions import get_group
     from .audit import JetAuditError, audit_tagger
@@ -328,16 +322,12 @@ def _audit(args: argparse.Namespace) -> int:
     from .train import prepare_momenta
 
     torch.set_num_threads(1)
-    for option, value, minimum in (
+    require_at_least(
         ("--jets", args.jets, 1),
         ("--batch-size", args.batch_size, 1),
         ("--convergence-jets", args.convergence_jets, 0),
-    ):
-        if value < minimum:
-            raise BadInput(f"{option} must be at least {minimum}, got {value}")
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise BadInput(f"output {output} exists and is not a folder")
+    )
+    output = output_folder(args.output)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     grids = {}
     try:

@@ -17,6 +17,22 @@ class BadInput(Exception):
     """Raised for user errors: reported in one line, exit code 2."""
 
 
+def require_at_least(*checks: tuple[str, int, int]) -> None:
+    """``(option, value, minimum)`` triples: a one-line ``BadInput`` for the first
+    value below its minimum."""
+    for option, value, minimum in checks:
+        if value < minimum:
+            raise BadInput(f"{option} must be at least {minimum}, got {value}")
+
+
+def output_folder(path, *, label: str = "output") -> Path:
+    """``path`` as a report folder: it may not exist yet, but must not be a file."""
+    output = Path(path)
+    if output.exists() and not output.is_dir():
+        raise BadInput(f"{label} {output} exists and is not a folder")
+    return output
+
+
 def _grid_command(args) -> int:
     from .grids import grid
 
@@ -46,16 +62,10 @@ def _demo_command(args) -> int:
     torch.set_num_threads(1)
     from equiscope_atoms.demo import run_demo, summary
 
-    for option, value, minimum in (
-        ("--train", args.train, 8),
-        ("--audit", args.audit, 1),
-        ("--epochs", args.epochs, 1),
-    ):
-        if value < minimum:
-            raise BadInput(f"{option} must be at least {minimum}, got {value}")
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise BadInput(f"output {output} exists and is not a folder")
+    require_at_least(
+        ("--train", args.train, 8), ("--audit", args.audit, 1), ("--epochs", args.epochs, 1)
+    )
+    output = output_folder(args.output)
     reports = run_demo(
         output, n_train=args.train, n_audit=args.audit, epochs=args.epochs, seed=args.seed
     )
@@ -108,13 +118,11 @@ def _audit_command(args) -> int:
     except ImportError as error:  # pragma: no cover - installed together
         raise BadInput(f"the atomistic adapter is not installed ({error})") from None
 
-    if args.structures is not None and args.structures < 1:
-        raise BadInput(f"--structures must be at least 1, got {args.structures}")
+    if args.structures is not None:
+        require_at_least(("--structures", args.structures, 1))
     if args.max_lambda is not None and args.max_lambda < 0:
         raise BadInput(f"--max-lambda must be non-negative, got {args.max_lambda}")
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise BadInput(f"output {output} exists and is not a folder")
+    output = output_folder(args.output)
     grid = _audit_grid(args)
     layers = {"all": None, "none": []}.get(args.layers, _parse_list(args.layers))
     try:
