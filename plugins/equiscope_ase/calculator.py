@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from ase.calculators.calculator import PropertyNotImplementedError
 from metatomic.torch import AtomisticModel, ModelOutput, load_atomistic_model
@@ -17,6 +18,8 @@ from metatomic_ase import MetatomicCalculator
 
 import equiscope as eq
 from equiscope_atoms.heads import HEAD_MODES, symmetrize_model
+
+from .stresses import NotPairDecomposable, per_atom_stresses
 
 __all__ = ["EquiscopeCalculator"]
 
@@ -77,11 +80,16 @@ class EquiscopeCalculator(MetatomicCalculator):
     Other keyword arguments (``device``, ``non_conservative``, ...) go to
     ``MetatomicCalculator``.
 
-    Asking for ``stress`` of a structure without a 3D cell, for ``stresses``
-    (per-atom stress, which metatomic-ase does not compute), or for conservative
-    forces or stress from a model whose energy has no gradient with respect to the
-    positions and cell raises ase's ``PropertyNotImplementedError`` naming the
-    model. (A ``non_conservative`` request for an output the model lacks is refused
+    ``stresses`` (per-atom stress, Voigt, summing to ``stress``; metatomic-ase has
+    none) splits the strain derivative of the head's energy over the pairs of its
+    neighbour lists (:mod:`equiscope_ase.stresses`), from the same frame as the
+    call's energy in the random modes.
+
+    Asking for ``stress`` or ``stresses`` of a structure without a 3D cell, for
+    ``stresses`` from a model that reads positions beyond its neighbour lists or with
+    a direct (non-conservative) stress, or for conservative forces or stress from a
+    model whose energy has no gradient raises ase's ``PropertyNotImplementedError``
+    naming the model. (A ``non_conservative`` request for an output the model lacks is refused
     by ``MetatomicCalculator`` itself, at construction.)
     """
 
@@ -139,16 +147,24 @@ class EquiscopeCalculator(MetatomicCalculator):
         properties = ["energy"] if properties is None else properties
         atoms = self.atoms if atoms is None else atoms
         lattice = atoms is None or atoms.cell.rank == 3
-        if "stresses" in properties:
-            raise PropertyNotImplementedError(
-                f"'stresses' (per-atom stress) requested from model {self._label}: "
-                "metatomic-ase's calculator does not compute it; use 'stress'"
-            )
-        if "stress" in properties and not lattice:
-            raise PropertyNotImplementedError(
-                f"'stress' requested from model {self._label} for a structure without a "
-                f"3D cell (cell rank {atoms.cell.rank}): no lattice, no stress"
-            )
+        for wanted in ("stress", "stresses"):
+            if wanted in properties and not lattice:
+                raise PropertyNotImplementedError(
+                    f"'{wanted}' requested from model {self._label} for a structure "
+                    f"without a 3D cell (cell rank {atoms.cell.rank}): no lattice, no stress"
+                )
+        stresses = "stresses" in properties
+        if stresses:
+            properties = [p for p in properties if p != "stresses"]
+            if self.parameters.get("non_conservative") in (True, "stress"):
+                raise PropertyNotImplementedError(
+                    f"'stresses' requested from model {self._label} with non_conservative "
+                    "stress: a direct stress output has no per-atom split"
+                )
+            if not properties:  # ase's bookkeeping (self.atoms) still needs a call
+                properties = ["energy"]
+        counter = getattr(self._model.module, "counter", None)
+        frame = None if counter is None else counter.clone()
         try:
             if system_changes is None:
                 super().calculate(atoms, properties)
@@ -163,8 +179,27 @@ class EquiscopeCalculator(MetatomicCalculator):
                     "a differentiable energy or non_conservative=True/'forces'/'stress'"
                 ) from error
             raise
+        if stresses:
+            if frame is not None:  # random modes: the frame of this very call
+                counter.copy_(frame)
+            self.results["stresses"] = self._per_atom_stresses(atoms)
         if not lattice:  # computed for free with the forces, but meaningless here
             self.results.pop("stress", None)
         if self.diagnostics and _ENERGY_VARIANCE in self.additional_outputs:
             variance = self.additional_outputs[_ENERGY_VARIANCE].block().values
             self.results["energy_rot_std"] = float(variance.detach().sum().sqrt())
+
+    def _per_atom_stresses(self, atoms) -> np.ndarray:
+        try:
+            return per_atom_stresses(
+                self._model,
+                atoms,
+                energy=self._energy_key,
+                dtype=self._dtype,
+                device=self._device,
+            )
+        except NotPairDecomposable as error:
+            raise PropertyNotImplementedError(
+                f"'stresses' requested from model {self._label}: {error}, so the stress "
+                "does not split over atoms through the neighbour-list vectors"
+            ) from error

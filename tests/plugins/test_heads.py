@@ -339,14 +339,146 @@ def test_stress_without_a_lattice_is_a_clear_error(tmp_path):
     bulk = copper()
     bulk.calc = calculator
     assert np.isfinite(bulk.get_stress()).all()
-    with pytest.raises(PropertyNotImplementedError, match=r"'stresses' .* model '.*lj.pt'"):
-        bulk.get_stresses()
+    with pytest.raises(PropertyNotImplementedError, match=r"'stresses' requested .* no lattice"):
+        cluster.get_stresses()
+
+
+def rattled_copper():
+    atoms = copper().repeat(2)
+    atoms.rattle(0.1, seed=1)
+    atoms.positions[0] += 0.3  # no two atoms alike
+    return atoms
+
+
+@pytest.mark.parametrize("mode", ["average", "random"])
+def test_per_atom_stresses_of_a_pair_potential_are_ase_lennard_jones(tmp_path, mode):
+    from ase.calculators.lj import LennardJones
+
+    from _models import PairPotential
+
+    model = export(PairPotential(cutoff=4.0, sigma=2.0, epsilon=0.2), tmp_path / "lj.pt")
+    reference = rattled_copper()
+    reference.calc = LennardJones(sigma=2.0, epsilon=0.2, rc=4.0)
+    expected = reference.get_stresses()
+    atoms = rattled_copper()
+    atoms.calc = EquiscopeCalculator(model, mode=mode, grid="octahedral")
+    stresses = atoms.get_stresses()
+    assert stresses.shape == (len(atoms), 6)
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(stresses, expected, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(stresses.sum(0), atoms.get_stress(), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["average", "random"])
+def test_per_atom_stresses_of_a_many_body_model_sum_to_the_stress(tmp_path, mode):
+    from _models import EmbeddedAtoms
+
+    model = export(EmbeddedAtoms(anisotropy=0.5), tmp_path / "eam.pt")
+    atoms = rattled_copper()
+    atoms.calc = EquiscopeCalculator(model, mode=mode, grid="octahedral", seed=3)
+    # one call: a random head draws one frame for the stress and the per-atom split
+    atoms.calc.calculate(atoms, ["stress", "stresses"], ["positions"])
+    stresses, total = atoms.calc.results["stresses"], atoms.calc.results["stress"]
+    np.testing.assert_allclose(stresses.sum(0), total, rtol=0, atol=1e-14)
+    if mode == "random":  # the next call draws the next frame
+        atoms.calc.calculate(atoms, ["stresses"], ["positions"])
+        assert np.abs(atoms.calc.results["stresses"].sum(0) - total).max() > 1e-6
+    assert np.abs(total).max() > 1e-3
+    # many-body: atoms differ, so the split is not the total shared evenly
+    assert np.abs(stresses - total / len(atoms)).max() > 1e-3 * np.abs(total).max()
+
+
+def test_per_atom_stresses_of_a_group_average_rotate_with_the_group(tmp_path):
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    from _models import EmbeddedAtoms
+
+    model = export(EmbeddedAtoms(anisotropy=0.5), tmp_path / "eam.pt")
+    quarter = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # in O
+    errors = {}
+    for head in ("none", "octahedral"):
+        calculator = (
+            EquiscopeCalculator(model, grid=head)
+            if head != "none"
+            else EquiscopeCalculator(model, grid=eq.Grid.identity(), inversion=False)
+        )
+        atoms = rattled_copper()
+        atoms.calc = calculator
+        before = voigt_6_to_full_3x3_stress(atoms.get_stresses())
+        turned = rattled_copper()
+        turned.set_cell(turned.cell.array @ quarter.T, scale_atoms=True)
+        turned.calc = calculator
+        after = voigt_6_to_full_3x3_stress(turned.get_stresses())
+        expected = np.einsum("ab,ibc,dc->iad", quarter, before, quarter)
+        errors[head] = np.abs(after - expected).max() / np.abs(before).max()
+    assert errors["none"] > 1e-3  # the planted anisotropy, seen per atom
+    assert errors["octahedral"] < 1e-13
+
+
+class PairPotentialWithStress(torch.nn.Module):
+    """The pair potential plus a direct ``non_conservative_stress`` (zero)."""
+
+    def __init__(self):
+        super().__init__()
+        from _models import PairPotential
+
+        self.pair = PairPotential()
+
+    def requested_neighbor_lists(self):
+        return self.pair.requested_neighbor_lists()
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+    ) -> Dict[str, TensorMap]:
+        result = self.pair(systems, outputs, selected_atoms)
+        if "non_conservative_stress" in outputs:
+            one = torch.zeros(1, 1, dtype=torch.int32)
+            xyz = torch.arange(3, dtype=torch.int32)[:, None]
+            samples = Labels("system", torch.arange(len(systems), dtype=torch.int32)[:, None])
+            block = TensorBlock(
+                torch.zeros(len(systems), 3, 3, 1, dtype=torch.float64),
+                samples,
+                [Labels("xyz_1", xyz), Labels("xyz_2", xyz)],
+                Labels("non_conservative_stress", one),
+            )
+            result["non_conservative_stress"] = TensorMap(Labels("_", one), [block])
+        return result
+
+
+def test_per_atom_stresses_with_a_direct_stress_are_refused(tmp_path):
+    outputs = {
+        "energy": OUTPUTS["energy"],
+        "non_conservative_stress": ModelOutput(unit="eV/Angstrom^3", sample_kind="system"),
+    }
+    model = export(PairPotentialWithStress(), tmp_path / "nc.pt", outputs=outputs)
+    atoms = rattled_copper()
+    atoms.calc = EquiscopeCalculator(model, grid="octahedral", non_conservative="stress")
+    assert np.abs(atoms.get_stress()).max() == 0.0  # the direct (zero) stress
+    with pytest.raises(PropertyNotImplementedError, match="direct stress output has no per-atom"):
+        atoms.get_stresses()
+
+
+def test_per_atom_stresses_of_a_model_reading_positions_are_refused(tmp_path):
+    model = export(MultipoleAnisotropy([0.1] * 6, BIAS), tmp_path / "multipole.pt", outputs=OUTPUTS)
+    atoms = rattled_copper()
+    atoms.calc = EquiscopeCalculator(model, grid="octahedral")
+    with pytest.raises(
+        PropertyNotImplementedError,
+        match=r"'stresses' requested from model '.*multipole.pt': the energy depends on the "
+        "positions directly",
+    ):
+        atoms.get_stresses()
 
 
 def test_stress_and_forces_from_an_energy_without_gradient(constant_path):
     atoms = copper()
     atoms.calc = EquiscopeCalculator(constant_path, grid="octahedral")
     assert atoms.get_potential_energy() == pytest.approx(0.4)
+    with pytest.raises(PropertyNotImplementedError, match=r"'stresses' requested .* no gradient"):
+        atoms.get_stresses()
     with pytest.raises(PropertyNotImplementedError, match=r"'stress' requested .* no gradient"):
         atoms.get_stress()
     with pytest.raises(PropertyNotImplementedError, match=r"'forces' requested .* no gradient"):
