@@ -83,10 +83,37 @@ class LoadedModel:
         return module, index
 
     def evaluate(self, systems, outputs: dict[str, ModelOutput]):
+        """The model's outputs on ``systems`` (given in the model's length unit).
+
+        An exported model whose outputs are asked by the names it declares and that
+        needs no extra inputs is called through its inner module: the
+        ``AtomisticModel`` wrapper would only rebuild every system to multiply it by a
+        unit factor of 1 (half a millisecond per copy on a CPU, three kernel launches
+        per copy on a GPU) and rename nothing. Atomic types are checked once per
+        structure by :meth:`check_types` instead of on every copy."""
         if self.exported:
+            if self._direct(outputs):
+                return self.module.module(systems, outputs, None)
             options = ModelEvaluationOptions(length_unit=self.length_unit, outputs=outputs)
             return self.module(systems, options, check_consistency=False)
         return self.module(systems, outputs)
+
+    def _direct(self, outputs: dict[str, ModelOutput]) -> bool:
+        declared = getattr(self.module, "_model_capabilities_outputs_names", None)
+        inputs = getattr(self.module, "_requested_inputs", None)
+        if declared is None or inputs is None or len(inputs) > 0:
+            return False
+        return all(name in declared for name in outputs)
+
+    def check_types(self, types: torch.Tensor) -> None:
+        """Refuse atomic types the model does not know, naming them."""
+        known = torch.tensor(self.atomic_types, dtype=types.dtype, device=types.device)
+        unknown = torch.unique(types[~torch.isin(types, known)])
+        if len(unknown) > 0:
+            raise ValueError(
+                f"atomic types {unknown.tolist()} are not known to the model "
+                f"(it knows {sorted(self.atomic_types)})"
+            )
 
     def auditable_outputs(self) -> list[str]:
         """Declared outputs, without diagnostics/features and without the

@@ -201,6 +201,7 @@ def evaluate_orbit(
     ``stress`` (from ``energy``), and spectra of hidden ``layers`` on the orbit:
     ``mtt::feature::<path>`` outputs for ``model.layers``, forward hooks otherwise."""
     dtype, device = model.dtype, model.device
+    model.check_types(system.types)
     system = System(
         types=system.types,
         positions=system.positions.to(dtype),

@@ -146,3 +146,34 @@ def test_hook_layers_are_validated():
     assert model.hook_target("backend.no_such_module") is None
     assert model.hook_target("backend.gnn_layers.0[x]") is None
     assert wrap_model(tiny_pet([1], width=8, layers=1).export()).hook_target("backend") is None
+
+
+def test_exported_models_run_through_their_inner_module_unless_a_name_is_translated(tmp_path):
+    from metatomic.torch import ModelEvaluationOptions
+    from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+    model = load_model(export(PairPotential(), tmp_path / "lj.pt"))
+    energy = {"energy": ModelOutput(sample_kind="system")}
+    assert model._direct(energy)
+    # a name the inner module does not declare goes through AtomisticModel's renaming
+    assert not model._direct({"non_conservative_forces": ModelOutput(sample_kind="atom")})
+    structure = read_structures(write_copper(tmp_path / "cu.xyz", n=1, labels=False))[0]
+    requests = model.requested_neighbor_lists()
+    system = get_system_with_neighbor_lists(structure.system, requests)
+    direct = model.evaluate([system], energy)["energy"].block().values
+    options = ModelEvaluationOptions(length_unit="angstrom", outputs=energy)
+    wrapped = model.module([system], options, check_consistency=True)["energy"].block().values
+    assert torch.equal(direct, wrapped)
+
+
+def test_unknown_atomic_types_are_refused_before_any_copy_is_evaluated():
+    model = wrap_model(atomistic(PlantedAnisotropy(0.0, [0.0, 0.0, 0.0])))
+    system = molecule(torch.Generator().manual_seed(3))
+    gold = System(
+        types=torch.tensor([6, 79, 1, 79, 1], dtype=torch.int32),
+        positions=system.positions,
+        cell=system.cell,
+        pbc=system.pbc,
+    )
+    with pytest.raises(ValueError, match=r"atomic types \[79\] are not known to the model"):
+        evaluate_orbit(model, gold, eq.grid("octahedral"), outputs=["energy"])
