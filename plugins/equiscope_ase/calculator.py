@@ -70,7 +70,9 @@ class EquiscopeCalculator(MetatomicCalculator):
         (``self.head_options`` records the choice)
     :param grid: ``"octahedral"`` (24 rotations, removes lambda = 1, 2, 3, 5),
         ``"icosahedral"`` (60, removes 1-5, 7, 8, 9), ``"tetrahedral"`` or
-        ``"lebedev"`` (with ``degree``)
+        ``"lebedev"`` (with ``degree``, and ``n_inplane`` in-plane angles: ``degree + 1``
+        by default; ``2 degree + 1`` is metatomic-ase's ``SymmetrizedCalculator`` grid),
+        or an ``equiscope.Grid``
     :param inversion: include improper elements (O(3) instead of SO(3))
     :param seed: seed of the random frames; the same seed gives the same sequence
     :param max_lambda: largest lambda of spherical outputs the head back-rotates
@@ -100,6 +102,7 @@ class EquiscopeCalculator(MetatomicCalculator):
         mode: str = "average",
         grid: str = "octahedral",
         degree: int | None = None,
+        n_inplane: int | None = None,
         inversion: bool = True,
         seed: int = 0,
         max_lambda: int = 3,
@@ -120,7 +123,7 @@ class EquiscopeCalculator(MetatomicCalculator):
         if isinstance(grid, eq.Grid):
             quadrature = grid
         elif mode != "random":
-            quadrature = eq.grid(grid, degree=degree, inversion=inversion)
+            quadrature = eq.grid(grid, degree=degree, n_inplane=n_inplane, inversion=inversion)
         self.head_options = {
             "mode": mode,
             "grid": None if quadrature is None else quadrature.to_dict(),

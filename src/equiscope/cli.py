@@ -172,7 +172,9 @@ def _symmetrize_command(args) -> int:
     quadrature = None
     if args.mode != "random":
         try:
-            quadrature = grid(args.grid, degree=args.degree, inversion=args.inversion)
+            quadrature = grid(
+                args.grid, degree=args.degree, n_inplane=args.n_inplane, inversion=args.inversion
+            )
         except ValueError as error:
             raise BadInput(f"--grid: {error}") from None
     try:
@@ -301,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid", default="icosahedral", help="grid name (default: %(default)s)"
     )
     symmetrize.add_argument("--degree", type=int, help="Lebedev degree, for --grid lebedev")
+    symmetrize.add_argument(
+        "--n-inplane",
+        type=int,
+        help="in-plane angles of --grid lebedev (default degree + 1; metatomic-ase's "
+        "SymmetrizedCalculator uses 2 degree + 1)",
+    )
     symmetrize.add_argument("--inversion", action="store_true", help="include inversion (O(3))")
     symmetrize.add_argument("--seed", type=int, default=0, help="seed of the random frames")
     symmetrize.add_argument(

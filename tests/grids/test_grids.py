@@ -122,6 +122,8 @@ def test_to_dict_for_reports():
         (dict(name="random"), "needs n="),
         (dict(name="random", n=-2), "positive integer"),
         (dict(name="so2", n=4, inversion=True), "no inversion"),
+        (dict(name="octahedral", n_inplane=7), "n_inplane applies to grid 'lebedev' only"),
+        (dict(name="lebedev", degree=3, n_inplane=0), "positive integer"),
     ],
 )
 def test_bad_grid_requests(kwargs, message):
@@ -145,3 +147,43 @@ def test_identity_grid():
     grid = eq.Grid.identity()
     assert grid.size == 1 and grid.exact_degree == 0
     assert torch.equal(grid.rotations[0], torch.eye(3, dtype=torch.float64))
+
+
+def _same_elements(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal as sets of 3x3 matrices (each element of a has a match in b and back)."""
+    distance = (a[:, None] - b[None]).flatten(2).abs().amax(-1)
+    return bool((distance.amin(1) < 1e-12).all() and (distance.amin(0) < 1e-12).all())
+
+
+def test_leakage_known_answers():
+    """A group average is the projector onto its invariants (leakage sqrt(k)); a
+    Lebedev x K grid with K > L + 1 in-plane angles keeps only the m = 0 column, so it
+    leaks the zonal harmonic's share of the cubic invariant: sqrt(7/12) at 4,
+    sqrt(2)/4 at 6."""
+    octahedral = eq.grid("octahedral", inversion=True)
+    assert octahedral.leakage((4, 1)) == pytest.approx(1.0, abs=1e-12)
+    assert octahedral.leakage((4, -1)) < 1e-12  # inversion pairs cancel
+    assert octahedral.leakage((6, 1)) == pytest.approx(1.0, abs=1e-12)
+    assert octahedral.leakage((12, 1)) == pytest.approx(2**0.5, abs=1e-12)  # 2 invariants
+    assert octahedral.leakage((3, 1)) < 1e-12
+    assert eq.grid("icosahedral", inversion=True).leakage((6, 1)) == pytest.approx(1.0)
+    lebedev = eq.grid("lebedev", degree=3, n_inplane=7, inversion=True)
+    assert lebedev.size == 84
+    assert lebedev.leakage((4, 1)) == pytest.approx((7 / 12) ** 0.5, abs=1e-12)
+    assert lebedev.leakage((6, 1)) == pytest.approx(2**0.5 / 4, abs=1e-12)
+    assert lebedev.leakage((5, 1)) < 1e-12
+
+
+def test_the_lebedev_grid_with_the_octahedral_groups_exactness_is_that_group():
+    """metatomic-ase's SymmetrizedCalculator at l_max = L uses 2L + 1 in-plane angles;
+    L + 1 give the same exactness, and at L = 3 that grid is O itself (48 elements)."""
+    from metatomic_ase._symmetry import _get_quadrature
+
+    minimal = eq.grid("lebedev", degree=3, inversion=True)
+    assert minimal.size == 48 and minimal.averages_out == (1, 2, 3, 5)
+    assert _same_elements(minimal.rotations, eq.grid("octahedral", inversion=True).rotations)
+    rotations, weights = _get_quadrature(3, 7, True)  # what SymmetrizedCalculator uses
+    theirs = torch.as_tensor(rotations, dtype=torch.float64)
+    ours = eq.grid("lebedev", degree=3, n_inplane=7, inversion=True)
+    assert _same_elements(ours.rotations, theirs)
+    assert torch.allclose(ours.weights, torch.as_tensor(weights, dtype=torch.float64))

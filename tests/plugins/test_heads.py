@@ -162,6 +162,9 @@ def test_symmetrize_command(raw_path, tmp_path, capsys):
     head = load_atomistic_model(str(output))
     system = systems_to_torch(ase.Atoms("COHH", positions=POSITIONS), dtype=torch.float64)
     assert torch.allclose(force_output(head, system), pair_field(system.positions), atol=1e-13)
+    metatomic_ase_grid = ["--grid", "lebedev", "--degree", "3", "--n-inplane", "7", "--inversion"]
+    code = main(["symmetrize", str(raw_path), "-o", str(tmp_path / "l3.pt"), *metatomic_ase_grid])
+    assert code == 0 and "84 evaluations per call" in capsys.readouterr().out
     assert main(["symmetrize", str(raw_path), "-o", str(tmp_path / "x.pt"), "--mode", "x"]) == 2
     assert main(["symmetrize", str(raw_path), "-o", str(tmp_path / "x.txt")]) == 2
     assert not (tmp_path / "x.pt").exists()

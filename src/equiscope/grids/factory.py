@@ -117,7 +117,12 @@ def grid(
       the ``n`` reflections ``Rz(phi) diag(1, -1, 1)``).
 
     ``inversion=True`` pairs every rotation ``R`` with ``-R`` (O(3) instead of SO(3)).
+    ``n_inplane`` (Lebedev only) overrides the ``d + 1`` in-plane angles: more damp the
+    sectors above ``d`` (see :meth:`Grid.leakage`) without changing the exactness;
+    metatomic-ase's ``SymmetrizedCalculator`` uses ``2 d + 1``.
     """
+    if n_inplane is not None and name != "lebedev":
+        raise ValueError(f"n_inplane applies to grid 'lebedev' only, not '{name}'")
     if name == "lebedev":
         if degree is None:
             raise ValueError("grid 'lebedev' needs degree=")

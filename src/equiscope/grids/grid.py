@@ -103,16 +103,22 @@ class Grid:
     def trivial_sector(self) -> Sector:
         return self.group.sectors(0)[0]
 
+    def leakage(self, sector: Sector) -> float:
+        """``|| sum_i w_i rho(g_i) ||_F``: how much of a sector survives the grid
+        average. 0 where the grid averages the sector out exactly; ``sqrt(k)`` for a
+        group with ``k`` invariant directions in the sector (the average is then the
+        projector onto them); in between for a grid that only damps it (e.g. a Lebedev
+        product grid with more in-plane angles than its exactness needs)."""
+        mean = torch.einsum("n,nab->ab", self.weights, self.representation(sector))
+        return float(torch.linalg.norm(mean))
+
     @functools.cached_property
     def averaged_sectors(self) -> tuple[Sector, ...]:
-        out = []
-        for sector in self.group.sectors(self.check_degree):
-            if sector == self.trivial_sector:
-                continue
-            mean = torch.einsum("n,nab->ab", self.weights, self.representation(sector))
-            if float(torch.linalg.norm(mean)) < _EXACT_TOLERANCE:
-                out.append(sector)
-        return tuple(out)
+        return tuple(
+            sector
+            for sector in self.group.sectors(self.check_degree)
+            if sector != self.trivial_sector and self.leakage(sector) < _EXACT_TOLERANCE
+        )
 
     @functools.cached_property
     def averages_out(self) -> tuple[int, ...]:

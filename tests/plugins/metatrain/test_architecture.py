@@ -5,6 +5,7 @@ import copy
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,6 +35,19 @@ def test_plain_metatrain_finds_the_architecture():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["True", "True"]
+
+
+def test_the_pth_hook_is_silent_when_its_package_is_gone(tmp_path):
+    """A removed source checkout must not print a traceback at every Python start."""
+    import equiscope_metatrain
+
+    shipped = Path(equiscope_metatrain.__file__).parent / "equiscope_metatrain.pth"
+    line = shipped.read_text()
+    assert line.startswith("import ")  # site.py executes only lines starting so
+    (tmp_path / "gone.pth").write_text(line.replace("equiscope_metatrain", "no_such_package"))
+    code = f"import site; site.addsitedir({str(tmp_path)!r}); print('started')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "started", "")
 
 
 def options(**model):
