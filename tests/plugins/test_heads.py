@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from ase.calculators.calculator import PropertyNotImplementedError
+from ase.stress import voigt_6_to_full_3x3_stress
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, System, load_atomistic_model, systems_to_torch
 
@@ -61,6 +62,51 @@ def test_average_removes_exactly_the_sectors_the_group_averages_out(
         assert after[(lam, 0)] < 1e-26 * after.total, lam
     for lam in kept:
         assert after[(lam, 0)] > 1e-6 * after.total, lam
+
+
+@pytest.mark.parametrize(
+    ("name", "planted"),
+    [("octahedral", [1, 2, 3, 5]), ("icosahedral", [1, 2, 3, 4, 5, 7, 8, 9])],
+)
+def test_energy_forces_and_stress_are_exactly_equivariant_when_the_group_removes_all(
+    tmp_path, name, planted
+):
+    """Anisotropy planted only in the degrees the group averages out (P_l(z . u) is a
+    degree-l function of the rotation): behind the head, energy, forces and stress
+    transform exactly under any rotation and inversion, though the raw model does not."""
+    coefficients = [0.3 if lam in planted else 0.0 for lam in range(1, max(planted) + 1)]
+    path = export(MultipoleAnisotropy(coefficients, [0.0, 0.0, 0.0]), tmp_path / "m.pt")
+    matrix = -torch.linalg.qr(
+        torch.randn(3, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    )[0].numpy()
+    matrix *= np.sign(np.linalg.det(matrix))  # a rotation; the grids include -1
+    results = {}
+    for head in ("raw", name):
+        grid = eq.Grid.identity() if head == "raw" else name
+        calculator = EquiscopeCalculator(path, grid=grid, inversion=head != "raw")
+        values = []
+        for transform in (np.eye(3), matrix, -matrix):
+            atoms = ase.Atoms("COHH", positions=POSITIONS, cell=4.0 * np.eye(3), pbc=True)
+            atoms.set_cell(atoms.cell.array @ transform.T, scale_atoms=True)
+            atoms.calc = calculator
+            values.append(
+                (
+                    atoms.get_potential_energy(),
+                    atoms.get_forces(),
+                    voigt_6_to_full_3x3_stress(atoms.get_stress()),
+                )
+            )
+        (e0, f0, s0) = values[0]
+        errors = []
+        for (energy, forces, stress), transform in zip(values[1:], (matrix, -matrix), strict=True):
+            errors += [
+                abs(energy - e0),
+                np.abs(forces - f0 @ transform.T).max(),
+                np.abs(stress - transform @ s0 @ transform.T).max(),
+            ]
+        results[head] = max(errors)
+    assert results["raw"] > 1e-3
+    assert results[name] < 1e-13
 
 
 def force_output(model, system):
