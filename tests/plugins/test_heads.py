@@ -639,3 +639,40 @@ def test_heads_ask_the_model_by_the_name_it_knows(tmp_path):
     assert np.abs(raw).max() > 1e-3
     np.testing.assert_allclose(averaged, raw, atol=1e-10)
     np.testing.assert_allclose(randomised, raw, atol=1e-10)
+
+
+def test_calculator_drives_ase_thermostats_barostats_and_optimizers(tmp_path):
+    """Langevin (with a random frame, the recommended pairing), an MTK NPT barostat
+    (needs the stress) and FIRE with a cell filter all run on the calculator."""
+    from ase.filters import FrechetCellFilter
+    from ase.md.langevin import Langevin
+    from ase.md.nose_hoover_chain import IsotropicMTKNPT
+    from ase.md.velocitydistribution import thermalize_momenta
+    from ase.optimize import FIRE
+    from ase.units import GPa, fs
+
+    from _models import PairPotential
+
+    path = export(PairPotential(), tmp_path / "lj.pt")
+    atoms = rattled_copper()
+    atoms.calc = EquiscopeCalculator(path, mode="random", seed=2)
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    Langevin(atoms, 2 * fs, temperature_K=300, friction=0.02, fixcm=False, rng=rng).run(5)
+    assert np.isfinite(atoms.get_potential_energy()) and atoms.get_temperature() > 0
+
+    atoms = rattled_copper()
+    atoms.calc = EquiscopeCalculator(path, grid="octahedral")
+    volume = atoms.get_volume()
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    IsotropicMTKNPT(
+        atoms, 2 * fs, temperature_K=300, pressure_au=1.0 * GPa, tdamp=50 * fs, pdamp=200 * fs
+    ).run(10)
+    assert atoms.get_volume() != pytest.approx(volume, rel=1e-6)  # the cell responded
+
+    atoms = rattled_copper()
+    atoms.calc = EquiscopeCalculator(path, grid="octahedral")
+    assert FIRE(FrechetCellFilter(atoms), logfile=None).run(fmax=0.02, steps=500)
+    assert np.abs(atoms.get_forces()).max() < 0.02
+    # the filter's cell 'forces' are -V sigma / N
+    assert np.abs(atoms.get_stress()).max() * atoms.get_volume() / len(atoms) < 0.02
