@@ -9,6 +9,8 @@ directly, without energy):
   better accuracy (science.md section 6);
 - edge-embedding bandwidth scan: PET's linear embedding vs solid harmonics up to
   lmax = 2, 4, 8.
+- tensor-basis readout: the vector read out as sum_j c_ij r_hat_ij, with the
+  coefficients from the (unconstrained) trunk.
 
 For each run: validation RMSE of the forces (metatrain's own, last epoch) and the
 equivariance RMSE of the same output from the symmetry monitor (octahedral grid with
@@ -56,6 +58,7 @@ RUNS = {
     "SH lmax 2": {"edge_embedding": {"kind": "solid_harmonics", "lmax": 2}},
     "SH lmax 4": {"edge_embedding": {"kind": "solid_harmonics", "lmax": 4}},
     "SH lmax 8": {"edge_embedding": {"kind": "solid_harmonics", "lmax": 8}},
+    "tensor basis": {"tensor_basis_readout": True},
 }
 
 

@@ -146,7 +146,7 @@ def test_inductive_bias_example_trains_and_reports(tmp_path):
             sys.executable,
             str(EXAMPLES / "07_metatrain_inductive_biases.py"),
             "--runs",
-            "bias off,SH lmax 2",
+            "bias off,SH lmax 2,tensor basis",
             "--epochs",
             "1",
             "--structures",
@@ -160,7 +160,8 @@ def test_inductive_bias_example_trains_and_reports(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("bias", "SH"))]
-    assert [row[:2] for row in rows] == [["bias", "off"], ["SH", "lmax"]]
+    starts = ("bias", "SH", "tensor")
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(starts)]
+    assert [row[:2] for row in rows] == [["bias", "off"], ["SH", "lmax"], ["tensor", "basis"]]
     assert all(float(row[-2]) > 0 and float(row[-3]) > 0 for row in rows)  # PET: A > 0
     assert figure.stat().st_size > 10_000

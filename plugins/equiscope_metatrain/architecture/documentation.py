@@ -85,6 +85,12 @@ class ModelHypers(TypedDict):
     for every structure (science.md section 6)."""
     edge_embedding: EdgeEmbeddingHypers = init_with_defaults(EdgeEmbeddingHypers)
     """Edge embedding of every GNN layer."""
+    tensor_basis_readout: bool = False
+    """Read lambda = 1 targets (Cartesian ``xyz`` vectors, spherical lambda = 1 blocks)
+    out as ``sum_j f_c(r_ij) c_ij r_ij / r_ij``: the trunk predicts one scalar
+    coefficient per edge and property, the edge vectors give the direction. Exactly
+    equivariant when the coefficients are invariant; otherwise its error is theirs.
+    Other blocks keep PET's readout."""
     symmetrized_head: SymmetrizedHeadHypers = init_with_defaults(SymmetrizedHeadHypers)
     """Symmetrised head applied at export."""
 

@@ -6,6 +6,8 @@
   the lab frame, which adds |b|^2 to A^2 for every structure;
 - ``edge_embedding: solid_harmonics`` swaps PET's ``Linear(4, d)`` edge embedding for
   :class:`~equiscope_metatrain.edge_embedding.SolidHarmonicEdgeEmbedding`;
+- ``tensor_basis_readout``: lambda = 1 blocks read out as invariant-looking
+  coefficients times the edge directions (:mod:`equiscope_metatrain.tensor_basis`);
 - ``symmetrized_head``: the model's own forward averages over a grid (or takes a
   random frame) with equiscope's head logic (:class:`equiscope_atoms.heads.OrbitAveraging`),
   in training, validation and in the exported model alike: training runs through the
@@ -13,8 +15,6 @@
 """
 
 import copy
-import functools
-import types
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -30,7 +30,9 @@ from metatrain.utils.hypers import raise_if_hypers_mismatch
 import equiscope as eq
 from equiscope_atoms.heads import OrbitAveraging
 
+from .._torchscript import renamed
 from ..edge_embedding import SolidHarmonicEdgeEmbedding
+from ..tensor_basis import TensorBasisBackend, basis_kind
 
 NAME = "experimental.equiscope"
 
@@ -72,19 +74,6 @@ def _is_covariant(block_key: str, shape) -> bool:
     return size > 1 or "o3_sigma_-1" in block_key
 
 
-def _renamed(function, name: str):
-    """A copy of ``function`` called ``name`` (TorchScript compiles a method it meets
-    under its ``__name__``; PET's ``forward`` must not clash with ours)."""
-    copied = types.FunctionType(
-        function.__code__, function.__globals__, name, function.__defaults__, function.__closure__
-    )
-    functools.update_wrapper(copied, function)
-    copied.__name__ = name
-    copied.__qualname__ = function.__qualname__.rsplit(".", 1)[0] + "." + name
-    del copied.__wrapped__  # TorchScript must read the copy, not follow it back
-    return copied
-
-
 def head_grid(head: Dict[str, Any]) -> Optional[eq.Grid]:
     """The grid of a ``symmetrized_head`` hypers block (``None`` for random frames)."""
     if head["mode"] == "random":
@@ -97,13 +86,14 @@ def head_grid(head: Dict[str, Any]) -> Optional[eq.Grid]:
 class EquiscopeModel(OrbitAveraging, PET):
     """PET with symmetry options (see the module docstring)."""
 
-    __checkpoint_version__ = 1
+    __checkpoint_version__ = 2  # 2: tensor_basis_readout
     # TorchScript has no super(): PET's forward, under another name
-    _raw_forward = _renamed(PET.forward, "_raw_forward")
+    _raw_forward = renamed(PET.forward, "_raw_forward")
 
     def __init__(self, hypers: Dict[str, Any], dataset_info: DatasetInfo) -> None:
         # read by the overridden _add_output while PET.__init__ runs
         self.covariant_readout_bias = bool(hypers["covariant_readout_bias"])
+        self.tensor_basis_readout = bool(hypers.get("tensor_basis_readout", False))
         super().__init__(base_model_hypers(hypers), dataset_info)
         self.base_hypers = self.hypers
         self.hypers = hypers
@@ -143,6 +133,7 @@ class EquiscopeModel(OrbitAveraging, PET):
 
     def _add_output(self, target_name: str, target_info: TargetInfo) -> None:
         super()._add_output(target_name, target_info)
+        basis_blocks = self._add_tensor_basis(target_name, target_info)
         if self.covariant_readout_bias:
             return
         shapes = self.output_shapes[target_name]
@@ -150,10 +141,36 @@ class EquiscopeModel(OrbitAveraging, PET):
             for per_key in layers[target_name]:
                 for key, shape in shapes.items():
                     old = per_key[key]
+                    if key in basis_blocks:  # a bias on an invariant coefficient is harmless
+                        continue
                     if _is_covariant(key, shape) and old.bias is not None:
                         new = torch.nn.Linear(old.in_features, old.out_features, bias=False)
                         new.weight = old.weight
                         per_key[key] = new
+
+    def _add_tensor_basis(self, target_name: str, target_info: TargetInfo) -> List[str]:
+        """With ``tensor_basis_readout``, read lambda = 1 blocks out on the edge
+        vectors (:mod:`equiscope_metatrain.tensor_basis`): their last layers predict one
+        coefficient per property. Returns the block keys it took over."""
+        if not self.tensor_basis_readout:
+            return []
+        if not isinstance(self.backend, TensorBasisBackend):
+            self.backend.__class__ = TensorBasisBackend
+            self.backend.tensor_basis_blocks = {}
+        taken: List[str] = []
+        for key, block in target_info.layout.items():
+            values = {name: int(value) for name, value in zip(key.names, key.values, strict=True)}
+            dict_key = target_name + "".join(f"_{name}_{value}" for name, value in values.items())
+            kind = basis_kind([c.names[0] for c in block.components], values)
+            if kind < 0:
+                continue
+            n_properties = len(block.properties)
+            for layers in (self.backend.node_last_layers, self.backend.edge_last_layers):
+                for per_key in layers[target_name]:
+                    per_key[dict_key] = torch.nn.Linear(per_key[dict_key].in_features, n_properties)
+            self.backend.tensor_basis_blocks[target_name + "/" + dict_key] = kind
+            taken.append(dict_key)
+        return taken
 
     def restart(
         self, dataset_info: DatasetInfo, model_hypers: Optional[Dict[str, Any]] = None
@@ -173,6 +190,9 @@ class EquiscopeModel(OrbitAveraging, PET):
 
     @classmethod
     def upgrade_checkpoint(cls, checkpoint: Dict) -> Dict:
+        if checkpoint["model_ckpt_version"] == 1:  # before tensor_basis_readout
+            checkpoint["model_data"]["model_hypers"]["tensor_basis_readout"] = False
+            checkpoint["model_ckpt_version"] = 2
         if checkpoint["model_ckpt_version"] != cls.__checkpoint_version__:
             raise RuntimeError(
                 "Unable to upgrade the checkpoint: the checkpoint is using model version "

@@ -198,3 +198,61 @@ def test_equivariance_finetuning_shrinks_a_planted_readout_bias():
     )
     after = report["outputs"]["mtt::direct_forces"]["equivariance_rmse"]
     assert after < 0.15 * math.sqrt(start / 3)
+
+
+def tensor_basis_model(readout: bool, lmax) -> torch.nn.Module:
+    from equiscope_metatrain.architecture import EquiscopeModel
+
+    extra = {} if lmax is None else {"edge_embedding": {"kind": "solid_harmonics", "lmax": lmax}}
+    hypers = options(
+        base={"name": "pet", "model": {**SMALL, "num_gnn_layers": 2}},
+        tensor_basis_readout=readout,
+        **extra,
+    )["model"]
+    torch.manual_seed(0)
+    return EquiscopeModel(hypers, vector_dataset_info()).to(torch.float64).eval()
+
+
+def direct_forces_audit(model):
+    structures = [Structure(system=molecule(torch.Generator().manual_seed(3)), index=0)]
+    report = audit(
+        wrap_model(model),
+        structures,
+        grid=eq.grid("lebedev", degree=6, inversion=True),
+        outputs=["mtt::direct_forces"],
+        convergence_structures=0,
+        progress=False,
+    )
+    return report["outputs"]["mtt::direct_forces"]
+
+
+def test_tensor_basis_readout_is_exactly_equivariant_on_an_invariant_trunk():
+    """lmax = 0 edges: the trunk sees distances only, so its coefficients are
+    invariant and sum_j c_ij r_hat_ij rotates exactly; PET's own readout of the same
+    invariant features gives an invariant vector, far from equivariant."""
+    exact = direct_forces_audit(tensor_basis_model(True, 0))
+    assert exact["rms_value"] > 1e-2
+    assert exact["equivariance_rmse"] < 1e-12 * exact["rms_value"]
+    plain = direct_forces_audit(tensor_basis_model(False, 0))
+    assert plain["equivariance_rmse"] > 0.3 * plain["rms_value"]
+
+
+def test_tensor_basis_readout_takes_only_lambda_1_blocks_and_exports():
+    from metatomic.torch import ModelEvaluationOptions, ModelOutput
+    from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+    model = tensor_basis_model(True, None)
+    assert dict(model.backend.tensor_basis_blocks) == {
+        "mtt::direct_forces/mtt::direct_forces___0": 0
+    }
+    for per_key in model.backend.edge_last_layers["mtt::direct_forces"]:
+        assert per_key["mtt::direct_forces___0"].out_features == 1  # one coefficient
+    system = get_system_with_neighbor_lists(
+        molecule(torch.Generator().manual_seed(4)), model.requested_neighbor_lists()
+    )
+    request = {"mtt::direct_forces": ModelOutput(sample_kind="atom")}
+    eager = model([system], request)["mtt::direct_forces"].block().values
+    exported = model.export()
+    options = ModelEvaluationOptions(length_unit="angstrom", outputs=request)
+    scripted = exported([system], options, check_consistency=True)
+    assert torch.allclose(scripted["mtt::direct_forces"].block().values, eager, atol=1e-12)

@@ -2,7 +2,8 @@
 
 The raw model is not equivariant (PET's trunk), so the equivariance tests are off for
 it, exactly as for PET; with a symmetrised head in the model they are switched on and
-must pass (``TestOutputWithHead``).
+must pass (``TestOutputWithHead``), and likewise with the tensor-basis readout on an
+invariant trunk (``TestOutputTensorBasis``).
 """
 
 import copy
@@ -152,6 +153,38 @@ class TestOutputWithHead(PETSizes, OutputTests, EquiscopeTests):
         super().test_output_spherical_equivariant_rotations(
             model_hypers, dataset_info_spherical, dataset_path
         )
+
+
+class TestOutputTensorBasis(PETSizes, OutputTests, EquiscopeTests):
+    """The tensor-basis readout on an invariant trunk (solid-harmonic edges with
+    lmax = 0: the trunk sees distances only) makes lambda = 1 outputs exactly
+    equivariant: metatrain's rotation and inversion tests switched on, for the
+    spherical lambda = 1, sigma = 1 target the readout covers, and for scalars."""
+
+    is_equivariant_rotations = True
+    is_equivariant_reflections = True
+
+    @pytest.fixture
+    def model_hypers(self):
+        return small_hypers(
+            tensor_basis_readout=True, edge_embedding={"kind": "solid_harmonics", "lmax": 0}
+        )
+
+    @pytest.fixture(params=[1])
+    def o3_lambda(self, request):
+        return request.param
+
+    @pytest.fixture(params=[1])
+    def o3_sigma(self, request):
+        return request.param
+
+
+class TestTorchscriptTensorBasis(TorchscriptTests, EquiscopeTests):
+    float_hypers = ()
+
+    @pytest.fixture
+    def model_hypers(self):
+        return small_hypers(tensor_basis_readout=True)
 
 
 class TestTorchscript(TorchscriptTests, EquiscopeTests):

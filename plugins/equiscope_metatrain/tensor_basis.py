@@ -1,0 +1,103 @@
+"""Tensor-basis readout for lambda = 1 targets: the trunk gives scalar coefficients,
+the edge vectors give the direction.
+
+For a vector block with ``P`` properties, the edge last layer of every readout layer
+predicts ``c_ij^p`` from the edge features and the block is
+
+    y_i^p = sum_layers sum_j f_c(r_ij) c_ij^p r_ij / |r_ij|
+
+(Domina, Bigi, Pegolo, Ceriotti, J. Chem. Phys. 2025; science.md section 6). The basis
+``r_ij / |r_ij|`` rotates with the structure, so ``y`` is exactly equivariant whenever the
+coefficients are invariant, and its equivariance error is that of the coefficients
+otherwise; a constant (bias) coefficient is harmless. PET's node readout of such a block
+is not used. Cartesian ``xyz`` blocks and spherical ``o3_lambda = 1, o3_sigma = 1``
+blocks (real harmonics order ``m = -1, 0, 1``, i.e. ``y, z, x``) qualify; other blocks keep
+PET's readout.
+
+TorchScript-compatible; no ``from __future__ import annotations`` here.
+"""
+
+from typing import Dict, List, Tuple
+
+import torch
+from metatrain.pet.modules.backend import PETBackend
+
+from ._torchscript import renamed
+
+__all__ = ["TensorBasisBackend", "basis_kind"]
+
+CARTESIAN = 0
+SPHERICAL = 1
+
+
+def basis_kind(component_names: List[str], key: Dict[str, int]) -> int:
+    """``CARTESIAN``, ``SPHERICAL`` or -1 (keep PET's readout) for a target block."""
+    if component_names == ["xyz"]:
+        return CARTESIAN
+    if component_names == ["o3_mu"] and key.get("o3_lambda") == 1 and key.get("o3_sigma") == 1:
+        return SPHERICAL
+    return -1
+
+
+class TensorBasisBackend(PETBackend):
+    """PET's backend whose ``predict`` reads the blocks listed in
+    ``tensor_basis_blocks`` (``"<target>/<block key>" -> kind``) out on the edge basis."""
+
+    tensor_basis_blocks: Dict[str, int]
+    # TorchScript has no super(): PET's predict, under another name
+    _pet_predict = renamed(PETBackend.predict, "_pet_predict")
+
+    def predict(
+        self,
+        node_features_list: List[torch.Tensor],
+        edge_features_list: List[torch.Tensor],
+        batch_data: Dict[str, torch.Tensor],
+        cells: torch.Tensor,
+        system_indices: torch.Tensor,
+        requested_output_names: List[str],
+    ) -> Tuple[
+        Dict[str, List[torch.Tensor]],
+        Dict[str, List[torch.Tensor]],
+        Dict[str, List[torch.Tensor]],
+    ]:
+        atomic, node_ll, edge_ll = self._pet_predict(
+            node_features_list,
+            edge_features_list,
+            batch_data,
+            cells,
+            system_indices,
+            requested_output_names,
+        )
+        vectors = batch_data["edge_vectors"]
+        lengths = torch.linalg.norm(vectors, dim=-1, keepdim=True)
+        unit = vectors / torch.where(lengths > 0, lengths, torch.ones_like(lengths))
+        weight = torch.where(
+            batch_data["padding_mask"],
+            batch_data["cutoff_factors"],
+            torch.zeros_like(batch_data["cutoff_factors"]),
+        )
+        spherical = unit[:, :, [1, 2, 0]]  # real harmonics order m = -1, 0, 1: y, z, x
+        for output_name, edge_last_layers in self.edge_last_layers.items():
+            # (TorchScript unrolls loops over modules: no continue, hence the nesting)
+            if output_name in requested_output_names:
+                totals: Dict[int, torch.Tensor] = {}
+                for i, edge_last_layer in enumerate(edge_last_layers):
+                    features = edge_ll[output_name][i]
+                    block = 0
+                    for key, linear in edge_last_layer.items():
+                        name = output_name + "/" + key
+                        if name in self.tensor_basis_blocks:
+                            basis = unit
+                            if self.tensor_basis_blocks[name] == 1:  # SPHERICAL
+                                basis = spherical
+                            coefficients = linear(features)  # [atoms, neighbours, P]
+                            value = torch.einsum("akp,akc,ak->acp", coefficients, basis, weight)
+                            value = value.reshape(value.shape[0], -1)
+                            if block in totals:
+                                totals[block] = totals[block] + value
+                            else:
+                                totals[block] = value
+                        block += 1
+                for block, value in totals.items():
+                    atomic[output_name][block] = value
+        return atomic, node_ll, edge_ll
