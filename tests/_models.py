@@ -49,6 +49,31 @@ def _energy_and_force_maps(
     return result
 
 
+def _energy_map(
+    systems: List[System], per_atom: List[torch.Tensor], output: ModelOutput
+) -> TensorMap:
+    """Energies from per-atom contributions ``[n_atoms]`` of every system: per atom
+    when ``output`` asks for it, summed per system otherwise."""
+    device = systems[0].positions.device
+    one = torch.zeros(1, 1, dtype=torch.int32, device=device)
+    if output.sample_kind == "atom":
+        rows: List[torch.Tensor] = []
+        for index, system in enumerate(systems):
+            atom = torch.arange(len(system), dtype=torch.int32, device=device)
+            rows.append(torch.stack([torch.full_like(atom, index), atom], dim=1))
+        samples = Labels(["system", "atom"], torch.cat(rows))
+        values = torch.cat(per_atom).reshape(-1, 1)
+    else:
+        samples = Labels(
+            "system", torch.arange(len(systems), dtype=torch.int32, device=device)[:, None]
+        )
+        values = torch.stack([e.sum() for e in per_atom]).reshape(-1, 1)
+    block = TensorBlock(
+        values=values, samples=samples, components=[], properties=Labels("energy", one)
+    )
+    return TensorMap(Labels("_", one), [block])
+
+
 class PlantedAnisotropy(torch.nn.Module):
     """All-pairs model with a planted anisotropy along z.
 
@@ -154,26 +179,18 @@ class PairPotential(torch.nn.Module):
         outputs: Dict[str, ModelOutput],
         selected_atoms: Optional[Labels],
     ) -> Dict[str, TensorMap]:
-        energies: List[torch.Tensor] = []
+        per_atom: List[torch.Tensor] = []
         for system in systems:
-            vectors = system.get_neighbor_list(self._neighbors).values.reshape(-1, 3)
+            block = system.get_neighbor_list(self._neighbors)
+            vectors = block.values.reshape(-1, 3)
             r = torch.linalg.norm(vectors, dim=1)
             shift = self._lj(torch.full_like(r[:1], self.cutoff))
-            energies.append((self._lj(r) - shift).sum().reshape(1, 1))
-        device = systems[0].positions.device
-        block = TensorBlock(
-            values=torch.cat(energies),
-            samples=Labels(
-                "system", torch.arange(len(systems), dtype=torch.int32, device=device)[:, None]
-            ),
-            components=[],
-            properties=Labels("energy", torch.zeros(1, 1, dtype=torch.int32, device=device)),
-        )
-        return {
-            "energy": TensorMap(
-                Labels("_", torch.zeros(1, 1, dtype=torch.int32, device=device)), [block]
-            )
-        }
+            pair = 0.5 * (self._lj(r) - shift)  # half of each pair to each of its atoms
+            energy = torch.zeros(len(system), dtype=r.dtype, device=r.device)
+            energy = energy.index_add(0, block.samples.column("first_atom").long(), pair)
+            energy = energy.index_add(0, block.samples.column("second_atom").long(), pair)
+            per_atom.append(energy)
+        return {"energy": _energy_map(systems, per_atom, outputs["energy"])}
 
 
 class EmbeddedAtoms(torch.nn.Module):
@@ -195,7 +212,7 @@ class EmbeddedAtoms(torch.nn.Module):
         outputs: Dict[str, ModelOutput],
         selected_atoms: Optional[Labels],
     ) -> Dict[str, TensorMap]:
-        energies: List[torch.Tensor] = []
+        per_atom: List[torch.Tensor] = []
         for system in systems:
             block = system.get_neighbor_list(self._neighbors)
             vectors = block.values.reshape(-1, 3)
@@ -205,14 +222,14 @@ class EmbeddedAtoms(torch.nn.Module):
             first = block.samples.column("first_atom").long()
             rho = torch.zeros(len(system), dtype=r.dtype, device=r.device)
             rho = rho.index_add(0, first, pair)
-            energies.append(torch.sqrt(rho + 1e-3).sum().reshape(1, 1))
-        return _energy_and_force_maps(systems, {"energy": outputs["energy"]}, energies, [])
+            per_atom.append(torch.sqrt(rho + 1e-3))
+        return {"energy": _energy_map(systems, per_atom, outputs["energy"])}
 
 
 def export(module: torch.nn.Module, path, *, outputs=None, types=(1, 6, 8, 29), cutoff=10.0):
     """Save ``module`` as an exported metatomic model at ``path`` (float64)."""
     if outputs is None:
-        outputs = {"energy": ModelOutput(unit="eV", sample_kind="system")}
+        outputs = {"energy": ModelOutput(unit="eV", sample_kind="atom")}
     capabilities = ModelCapabilities(
         outputs=outputs,
         atomic_types=list(types),

@@ -19,7 +19,7 @@ from metatomic_ase import MetatomicCalculator
 import equiscope as eq
 from equiscope_atoms.heads import HEAD_MODES, symmetrize_model
 
-from .stresses import NotPairDecomposable, per_atom_stresses
+from .stresses import NotDecomposable, per_atom_stresses
 
 __all__ = ["EquiscopeCalculator"]
 
@@ -83,13 +83,13 @@ class EquiscopeCalculator(MetatomicCalculator):
     ``MetatomicCalculator``.
 
     ``stresses`` (per-atom stress, Voigt, summing to ``stress``; metatomic-ase has
-    none) splits the strain derivative of the head's energy over the pairs of its
-    neighbour lists (:mod:`equiscope_ase.stresses`), from the same frame as the
-    call's energy in the random modes.
+    none) is the strain derivative of each atom's energy over the volume
+    (:mod:`equiscope_ase.stresses`; models with per-atom energies, PET included), from
+    the same frame and call as the energy in the random modes.
 
     Asking for ``stress`` or ``stresses`` of a structure without a 3D cell, for
-    ``stresses`` from a model that reads positions beyond its neighbour lists or with
-    a direct (non-conservative) stress, or for conservative forces or stress from a
+    ``stresses`` from a model without per-atom energies or with a direct
+    (non-conservative) stress, or for conservative forces or stress from a
     model whose energy has no gradient raises ase's ``PropertyNotImplementedError``
     naming the model. (A ``non_conservative`` request for an output the model lacks is refused
     by ``MetatomicCalculator`` itself, at construction.)
@@ -120,6 +120,8 @@ class EquiscopeCalculator(MetatomicCalculator):
         if self._label is None:
             self._label = f"'{model.metadata().name}'"
         quadrature = None
+        if n_inplane is not None and (isinstance(grid, eq.Grid) or mode == "random"):
+            raise ValueError("n_inplane applies to a named 'lebedev' grid only")
         if isinstance(grid, eq.Grid):
             quadrature = grid
         elif mode != "random":
@@ -145,6 +147,7 @@ class EquiscopeCalculator(MetatomicCalculator):
             requests[_ENERGY_VARIANCE] = ModelOutput(sample_kind="system")
             kwargs["additional_outputs"] = requests
         super().__init__(head, **kwargs)
+        self._frame = None  # the random-frame counter before the last energy call
 
     def calculate(self, atoms=None, properties=None, system_changes=None):
         properties = ["energy"] if properties is None else properties
@@ -164,35 +167,40 @@ class EquiscopeCalculator(MetatomicCalculator):
                     f"'stresses' requested from model {self._label} with non_conservative "
                     "stress: a direct stress output has no per-atom split"
                 )
-            if not properties:  # ase's bookkeeping (self.atoms) still needs a call
-                properties = ["energy"]
         counter = getattr(self._model.module, "counter", None)
-        frame = None if counter is None else counter.clone()
-        try:
-            if system_changes is None:
-                super().calculate(atoms, properties)
-            else:
-                super().calculate(atoms, properties, system_changes)
-        except (RuntimeError, TypeError) as error:
-            wanted = [p for p in ("stress", "forces") if p in properties]
-            if wanted and any(text in str(error) for text in _NO_GRADIENT):
-                raise PropertyNotImplementedError(
-                    f"'{wanted[0]}' requested from model {self._label}, whose energy has "
-                    "no gradient with respect to the positions and cell; use a model with "
-                    "a differentiable energy or non_conservative=True/'forces'/'stress'"
-                ) from error
-            raise
+        # results of this very structure, just computed: per-atom stresses reuse them
+        # (and, in the random modes, their frame) instead of drawing a new frame
+        reuse = stresses and not properties and not system_changes and "energy" in self.results
+        if not reuse:
+            self._frame = None if counter is None else counter.clone()
+            try:
+                if system_changes is None:
+                    super().calculate(atoms, properties or ["energy"])
+                else:
+                    super().calculate(atoms, properties or ["energy"], system_changes)
+            except (RuntimeError, TypeError) as error:
+                wanted = [p for p in ("stress", "forces") if p in properties]
+                if wanted and any(text in str(error) for text in _NO_GRADIENT):
+                    raise PropertyNotImplementedError(
+                        f"'{wanted[0]}' requested from model {self._label}, whose energy "
+                        "has no gradient with respect to the positions and cell; use a model "
+                        "with a differentiable energy or non_conservative=True/'forces'/'stress'"
+                    ) from error
+                raise
         if stresses:
-            if frame is not None:  # random modes: the frame of this very call
-                counter.copy_(frame)
-            self.results["stresses"] = self._per_atom_stresses(atoms)
+            self.results["stresses"] = self._per_atom_stresses(atoms, counter)
         if not lattice:  # computed for free with the forces, but meaningless here
             self.results.pop("stress", None)
         if self.diagnostics and _ENERGY_VARIANCE in self.additional_outputs:
             variance = self.additional_outputs[_ENERGY_VARIANCE].block().values
             self.results["energy_rot_std"] = float(variance.detach().sum().sqrt())
 
-    def _per_atom_stresses(self, atoms) -> np.ndarray:
+    def _per_atom_stresses(self, atoms, counter) -> np.ndarray:
+        """Per-atom stresses in the frame of the last energy call (random modes); the
+        frame sequence continues as if this pass had not happened."""
+        following = None if counter is None else counter.clone()
+        if counter is not None and self._frame is not None:
+            counter.copy_(self._frame)
         try:
             return per_atom_stresses(
                 self._model,
@@ -201,8 +209,10 @@ class EquiscopeCalculator(MetatomicCalculator):
                 dtype=self._dtype,
                 device=self._device,
             )
-        except NotPairDecomposable as error:
+        except NotDecomposable as error:
             raise PropertyNotImplementedError(
-                f"'stresses' requested from model {self._label}: {error}, so the stress "
-                "does not split over atoms through the neighbour-list vectors"
+                f"'stresses' requested from model {self._label}: {error}"
             ) from error
+        finally:
+            if following is not None:
+                counter.copy_(following)

@@ -9,10 +9,12 @@ predicts ``c_ij^p`` from the edge features and the block is
 (Domina, Bigi, Pegolo, Ceriotti, J. Chem. Phys. 2025; science.md section 6). The basis
 ``r_ij / |r_ij|`` rotates with the structure, so ``y`` is exactly equivariant whenever the
 coefficients are invariant, and its equivariance error is that of the coefficients
-otherwise; a constant (bias) coefficient is harmless. PET's node readout of such a block
-is not used. Cartesian ``xyz`` blocks and spherical ``o3_lambda = 1, o3_sigma = 1``
-blocks (real harmonics order ``m = -1, 0, 1``, i.e. ``y, z, x``) qualify; other blocks keep
-PET's readout.
+otherwise; a constant (bias) coefficient is harmless. The coefficient is the sum of
+PET's edge readout of ``ij`` and its node readout of ``i`` (so every parameter is used).
+Cartesian ``xyz`` blocks and spherical ``o3_lambda = 1, o3_sigma = 1`` blocks (real
+harmonics order ``m = -1, 0, 1``, i.e. ``y, z, x``) qualify; other blocks keep PET's
+readout. metatrain's LLPR uncertainties assume outputs linear in the last-layer features,
+which these blocks are not.
 
 TorchScript-compatible; no ``from __future__ import annotations`` here.
 """
@@ -77,27 +79,40 @@ class TensorBasisBackend(PETBackend):
             torch.zeros_like(batch_data["cutoff_factors"]),
         )
         spherical = unit[:, :, [1, 2, 0]]  # real harmonics order m = -1, 0, 1: y, z, x
+        # (TorchScript unrolls loops over modules and indexes a ModuleDict only with
+        # literals: no continue, no self.node_last_layers[name], hence the nesting)
         for output_name, edge_last_layers in self.edge_last_layers.items():
-            # (TorchScript unrolls loops over modules: no continue, hence the nesting)
             if output_name in requested_output_names:
                 totals: Dict[int, torch.Tensor] = {}
-                for i, edge_last_layer in enumerate(edge_last_layers):
-                    features = edge_ll[output_name][i]
-                    block = 0
-                    for key, linear in edge_last_layer.items():
-                        name = output_name + "/" + key
-                        if name in self.tensor_basis_blocks:
-                            basis = unit
-                            if self.tensor_basis_blocks[name] == 1:  # SPHERICAL
-                                basis = spherical
-                            coefficients = linear(features)  # [atoms, neighbours, P]
-                            value = torch.einsum("akp,akc,ak->acp", coefficients, basis, weight)
-                            value = value.reshape(value.shape[0], -1)
-                            if block in totals:
-                                totals[block] = totals[block] + value
-                            else:
-                                totals[block] = value
-                        block += 1
+                for node_name, node_last_layers in self.node_last_layers.items():
+                    if node_name == output_name:
+                        for i, edge_last_layer in enumerate(edge_last_layers):
+                            # the node readout's term, shared by the edges of an atom
+                            node_terms: Dict[str, torch.Tensor] = {}
+                            for j, node_last_layer in enumerate(node_last_layers):
+                                if j == i:
+                                    for key, node_linear in node_last_layer.items():
+                                        if output_name + "/" + key in self.tensor_basis_blocks:
+                                            node_terms[key] = node_linear(node_ll[output_name][i])
+                            features = edge_ll[output_name][i]
+                            block = 0
+                            for key, linear in edge_last_layer.items():
+                                name = output_name + "/" + key
+                                if name in self.tensor_basis_blocks:
+                                    basis = unit
+                                    if self.tensor_basis_blocks[name] == 1:  # SPHERICAL
+                                        basis = spherical
+                                    # c_ij: edge readout of ij + node readout of i
+                                    coefficients = linear(features) + node_terms[key].unsqueeze(1)
+                                    value = torch.einsum(
+                                        "akp,akc,ak->acp", coefficients, basis, weight
+                                    )
+                                    value = value.reshape(value.shape[0], -1)
+                                    if block in totals:
+                                        totals[block] = totals[block] + value
+                                    else:
+                                        totals[block] = value
+                                block += 1
                 for block, value in totals.items():
                     atomic[output_name][block] = value
         return atomic, node_ll, edge_ll

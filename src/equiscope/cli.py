@@ -170,6 +170,8 @@ def _symmetrize_command(args) -> int:
     if output.suffix != ".pt":
         raise BadInput(f"-o {output}: the symmetrised model is saved as a .pt file")
     quadrature = None
+    if args.mode == "random" and args.n_inplane is not None:
+        raise BadInput("--n-inplane: mode random draws one frame per call and has no grid")
     if args.mode != "random":
         try:
             quadrature = grid(

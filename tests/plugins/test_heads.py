@@ -75,7 +75,8 @@ def test_energy_forces_and_stress_are_exactly_equivariant_when_the_group_removes
     degree-l function of the rotation): behind the head, energy, forces and stress
     transform exactly under any rotation and inversion, though the raw model does not."""
     coefficients = [0.3 if lam in planted else 0.0 for lam in range(1, max(planted) + 1)]
-    path = export(MultipoleAnisotropy(coefficients, [0.0, 0.0, 0.0]), tmp_path / "m.pt")
+    module = MultipoleAnisotropy(coefficients, [0.0, 0.0, 0.0])
+    path = export(module, tmp_path / "m.pt", outputs={"energy": OUTPUTS["energy"]})
     matrix = -torch.linalg.qr(
         torch.randn(3, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     )[0].numpy()
@@ -183,6 +184,8 @@ def test_saved_head_runs_in_metatomic_ase_with_the_same_numbers(raw_path, tmp_pa
         ({"mode": "smooth"}, "unknown mode 'smooth'"),
         ({"grid": "cubic"}, "unknown grid 'cubic'"),
         ({"grid": "lebedev"}, "needs degree="),
+        ({"mode": "random", "n_inplane": 7}, "n_inplane applies to a named 'lebedev' grid"),
+        ({"grid": "octahedral", "n_inplane": 7}, "n_inplane applies to grid 'lebedev' only"),
     ],
 )
 def test_bad_head_options(raw_path, kwargs, message):
@@ -212,6 +215,8 @@ def test_symmetrize_command(raw_path, tmp_path, capsys):
     code = main(["symmetrize", str(raw_path), "-o", str(tmp_path / "l3.pt"), *metatomic_ase_grid])
     assert code == 0 and "84 evaluations per call" in capsys.readouterr().out
     assert main(["symmetrize", str(raw_path), "-o", str(tmp_path / "x.pt"), "--mode", "x"]) == 2
+    random_grid = ["--mode", "random", "--n-inplane", "7"]
+    assert main(["symmetrize", str(raw_path), "-o", str(tmp_path / "x.pt"), *random_grid]) == 2
     assert main(["symmetrize", str(raw_path), "-o", str(tmp_path / "x.txt")]) == 2
     assert not (tmp_path / "x.pt").exists()
 
@@ -510,23 +515,61 @@ def test_per_atom_stresses_with_a_direct_stress_are_refused(tmp_path):
         atoms.get_stresses()
 
 
-def test_per_atom_stresses_of_a_model_reading_positions_are_refused(tmp_path):
+def test_per_atom_stresses_need_per_atom_energies(tmp_path):
     model = export(MultipoleAnisotropy([0.1] * 6, BIAS), tmp_path / "multipole.pt", outputs=OUTPUTS)
     atoms = rattled_copper()
     atoms.calc = EquiscopeCalculator(model, grid="octahedral")
     with pytest.raises(
         PropertyNotImplementedError,
-        match=r"'stresses' requested from model '.*multipole.pt': the energy depends on the "
-        "positions directly",
+        match=r"'stresses' requested from model '.*multipole.pt': it gives no per-atom 'energy'",
     ):
         atoms.get_stresses()
+
+
+def test_per_atom_stresses_of_pet_sum_to_the_stress(tmp_path):
+    """PET rebuilds its pair vectors from the positions: the split by per-atom energies
+    covers it, behind a head too."""
+    from equiscope_atoms import tiny_pet
+
+    path = tmp_path / "pet.pt"
+    tiny_pet([29], dtype=torch.float64).export().save(str(path))
+    atoms = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True)
+    atoms.rattle(0.05, seed=2)
+    atoms.calc = EquiscopeCalculator(path, grid="tetrahedral", inversion=False)
+    atoms.calc.calculate(atoms, ["stress", "stresses"], ["positions"])
+    stresses, total = atoms.calc.results["stresses"], atoms.calc.results["stress"]
+    assert np.abs(total).max() > 1e-6
+    np.testing.assert_allclose(stresses.sum(0), total, rtol=0, atol=1e-12 * np.abs(total).max())
+
+
+def test_per_atom_stresses_after_forces_keep_the_step_and_its_frame(tmp_path):
+    """ase asks for 'stresses' after the forces of the same step: the random head must
+    not draw a new frame (the forces already used stay, the split matches them)."""
+    from _models import EmbeddedAtoms
+
+    model = export(EmbeddedAtoms(anisotropy=0.5), tmp_path / "eam.pt")
+    atoms = rattled_copper()
+    atoms.calc = EquiscopeCalculator(model, mode="random", seed=5)
+    forces = atoms.get_forces().copy()
+    stress = atoms.get_stress().copy()
+    stresses = atoms.get_stresses()
+    np.testing.assert_array_equal(atoms.get_forces(), forces)
+    np.testing.assert_allclose(stresses.sum(0), stress, rtol=0, atol=1e-14)
+    # and the frame sequence goes on as without the extra pass
+    atoms.positions[0] += 0.01
+    moved = atoms.get_forces().copy()
+    reference = rattled_copper()
+    reference.calc = EquiscopeCalculator(model, mode="random", seed=5)
+    reference.get_forces()
+    reference.positions[0] += 0.01
+    np.testing.assert_array_equal(reference.get_forces(), moved)
 
 
 def test_stress_and_forces_from_an_energy_without_gradient(constant_path):
     atoms = copper()
     atoms.calc = EquiscopeCalculator(constant_path, grid="octahedral")
     assert atoms.get_potential_energy() == pytest.approx(0.4)
-    with pytest.raises(PropertyNotImplementedError, match=r"'stresses' requested .* no gradient"):
+    with pytest.raises(PropertyNotImplementedError, match=r"'stresses' requested .* no per-atom"):
         atoms.get_stresses()
     with pytest.raises(PropertyNotImplementedError, match=r"'stress' requested .* no gradient"):
         atoms.get_stress()

@@ -237,8 +237,8 @@ def test_tensor_basis_readout_is_exactly_equivariant_on_an_invariant_trunk():
     assert plain["equivariance_rmse"] > 0.3 * plain["rms_value"]
 
 
-def test_tensor_basis_readout_takes_only_lambda_1_blocks_and_exports():
-    from metatomic.torch import ModelEvaluationOptions, ModelOutput
+def test_tensor_basis_readout_takes_only_lambda_1_blocks_and_exports(tmp_path):
+    from metatomic.torch import ModelEvaluationOptions, ModelOutput, load_atomistic_model
     from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
 
     model = tensor_basis_model(True, None)
@@ -252,7 +252,26 @@ def test_tensor_basis_readout_takes_only_lambda_1_blocks_and_exports():
     )
     request = {"mtt::direct_forces": ModelOutput(sample_kind="atom")}
     eager = model([system], request)["mtt::direct_forces"].block().values
-    exported = model.export()
+    model.export().save(str(tmp_path / "model.pt"))  # TorchScript happens here
+    exported = load_atomistic_model(str(tmp_path / "model.pt"))
     options = ModelEvaluationOptions(length_unit="angstrom", outputs=request)
     scripted = exported([system], options, check_consistency=True)
     assert torch.allclose(scripted["mtt::direct_forces"].block().values, eager, atol=1e-12)
+
+
+def test_tensor_basis_readout_trains_every_readout_parameter():
+    """Node and edge readouts both feed the coefficient: no parameter is left without
+    a gradient (DistributedDataParallel would stop on one)."""
+    from metatomic.torch import ModelOutput
+    from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+    model = tensor_basis_model(True, None).train()
+    system = get_system_with_neighbor_lists(
+        molecule(torch.Generator().manual_seed(4)), model.requested_neighbor_lists()
+    )
+    request = {"mtt::direct_forces": ModelOutput(sample_kind="atom")}
+    model([system], request)["mtt::direct_forces"].block().values.square().sum().backward()
+    for layers in (model.backend.node_last_layers, model.backend.edge_last_layers):
+        for per_key in layers["mtt::direct_forces"]:
+            for linear in per_key.values():
+                assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
