@@ -719,3 +719,25 @@ def test_calculator_drives_ase_thermostats_barostats_and_optimizers(tmp_path):
     assert np.abs(atoms.get_forces()).max() < 0.02
     # the filter's cell 'forces' are -V sigma / N
     assert np.abs(atoms.get_stress()).max() * atoms.get_volume() / len(atoms) < 0.02
+
+
+def test_the_audit_asks_a_model_with_a_deprecated_name_through_its_wrapper(tmp_path):
+    """The audit requests current names; a model that declares only the deprecated
+    'non_conservative_forces' is called through AtomisticModel, which translates (the
+    inner-module shortcut would not know the name)."""
+    from equiscope_atoms import load_model
+
+    outputs = {
+        "energy": ModelOutput(unit="eV", sample_kind="system"),
+        "non_conservative_forces": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
+    }
+    model = load_model(export(_DeprecatedForceName(), tmp_path / "old.pt", outputs=outputs))
+    assert "non_conservative_force" in model.auditable_outputs()
+    request = {"non_conservative_force": ModelOutput(sample_kind="atom")}
+    assert not model._direct(request)
+    system = systems_to_torch(ase.Atoms("COHH", positions=POSITIONS), dtype=torch.float64)
+    result = evaluate_orbit(model, system, eq.Grid.identity(), outputs=["non_conservative_force"])
+    forces = result.responses["non_conservative_force"][0, :, 0]  # [atoms, xyz]
+    bias = torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64)  # _DeprecatedForceName's
+    expected = pair_field(system.positions) + bias
+    assert torch.allclose(forces, expected, atol=1e-12)
