@@ -14,39 +14,14 @@ from metatomic.torch import (
 )
 
 
-def _energy_and_force_maps(
-    systems: List[System],
-    outputs: Dict[str, ModelOutput],
-    energies: List[torch.Tensor],
-    forces: List[torch.Tensor],
-) -> Dict[str, TensorMap]:
-    """TensorMaps of per-system energies and per-atom vectors, as metatomic wants."""
+def _atom_samples(systems: List[System]) -> Labels:
+    """``(system, atom)`` samples of every atom of every system."""
     device = systems[0].positions.device
-    one = torch.zeros(1, 1, dtype=torch.int32, device=device)
-    result: Dict[str, TensorMap] = {}
-    if "energy" in outputs:
-        system_ids = torch.arange(len(systems), dtype=torch.int32, device=device)[:, None]
-        block = TensorBlock(
-            values=torch.cat(energies),
-            samples=Labels("system", system_ids),
-            components=[],
-            properties=Labels("energy", one),
-        )
-        result["energy"] = TensorMap(Labels("_", one), [block])
-    if "non_conservative_force" in outputs:
-        samples: List[torch.Tensor] = []
-        for index, system in enumerate(systems):
-            atoms = torch.arange(len(system), dtype=torch.int32, device=device)
-            samples.append(torch.stack([torch.full_like(atoms, index), atoms], dim=1))
-        xyz = torch.arange(3, dtype=torch.int32, device=device)[:, None]
-        block = TensorBlock(
-            values=torch.cat(forces)[:, :, None],
-            samples=Labels(["system", "atom"], torch.cat(samples)),
-            components=[Labels("xyz", xyz)],
-            properties=Labels("non_conservative_force", one),
-        )
-        result["non_conservative_force"] = TensorMap(Labels("_", one), [block])
-    return result
+    rows: List[torch.Tensor] = []
+    for index, system in enumerate(systems):
+        atom = torch.arange(len(system), dtype=torch.int32, device=device)
+        rows.append(torch.stack([torch.full_like(atom, index), atom], dim=1))
+    return Labels(["system", "atom"], torch.cat(rows))
 
 
 def _energy_map(
@@ -57,11 +32,7 @@ def _energy_map(
     device = systems[0].positions.device
     one = torch.zeros(1, 1, dtype=torch.int32, device=device)
     if output.sample_kind == "atom":
-        rows: List[torch.Tensor] = []
-        for index, system in enumerate(systems):
-            atom = torch.arange(len(system), dtype=torch.int32, device=device)
-            rows.append(torch.stack([torch.full_like(atom, index), atom], dim=1))
-        samples = Labels(["system", "atom"], torch.cat(rows))
+        samples = _atom_samples(systems)
         values = torch.cat(per_atom).reshape(-1, 1)
     else:
         samples = Labels(
@@ -72,6 +43,30 @@ def _energy_map(
         values=values, samples=samples, components=[], properties=Labels("energy", one)
     )
     return TensorMap(Labels("_", one), [block])
+
+
+def _energy_and_force_maps(
+    systems: List[System],
+    outputs: Dict[str, ModelOutput],
+    energies: List[torch.Tensor],
+    forces: List[torch.Tensor],
+) -> Dict[str, TensorMap]:
+    """TensorMaps of per-system energies and per-atom vectors, as metatomic wants."""
+    device = systems[0].positions.device
+    one = torch.zeros(1, 1, dtype=torch.int32, device=device)
+    result: Dict[str, TensorMap] = {}
+    if "energy" in outputs:  # one value per system: the sum of its single entry
+        result["energy"] = _energy_map(systems, energies, ModelOutput(sample_kind="system"))
+    if "non_conservative_force" in outputs:
+        xyz = torch.arange(3, dtype=torch.int32, device=device)[:, None]
+        block = TensorBlock(
+            values=torch.cat(forces)[:, :, None],
+            samples=_atom_samples(systems),
+            components=[Labels("xyz", xyz)],
+            properties=Labels("non_conservative_force", one),
+        )
+        result["non_conservative_force"] = TensorMap(Labels("_", one), [block])
+    return result
 
 
 class PlantedAnisotropy(torch.nn.Module):
