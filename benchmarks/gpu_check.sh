@@ -25,8 +25,8 @@ write_copper("/tmp/cu.xyz", n=3, disorder=True)
 PY
 python3 -m equiscope.cli audit /tmp/pet.pt /tmp/cu.xyz -o /tmp/report --grid lebedev --degree 8 \
     --device cuda --outputs energy,forces 2>&1 | tail -12 | tee "$OUT/audit_cli.txt"
-echo "== throughput, degree-8 grid, 100 structures"
-python3 benchmarks/audit_throughput.py --structures 100 --naive-structures 3 --device cuda \
-    --batch-size 684 2>&1 | grep -v "it/s" | tee "$OUT/throughput_cuda_684.txt"
-python3 benchmarks/audit_throughput.py --structures 20 --naive-structures 3 --device cuda \
-    --batch-size 57 2>&1 | grep -v "it/s" | tee "$OUT/throughput_cuda_57.txt"
+echo "== throughput, degree-8 grid, 30 structures, 3 alternating repeats"
+python3 benchmarks/audit_throughput.py --structures 30 --naive-structures 3 --device cuda \
+    --batch-size 684 --repeats 3 --profile 2>&1 | tee "$OUT/throughput_cuda_684.txt"
+python3 benchmarks/audit_throughput.py --structures 10 --naive-structures 3 --device cuda \
+    --batch-size 57 --repeats 3 2>&1 | tee "$OUT/throughput_cuda_57.txt"
