@@ -1,19 +1,23 @@
-"""Tensor-basis readout for lambda = 1 targets: the trunk gives scalar coefficients,
-the edge vectors give the direction.
+"""Tensor-basis readout for lambda = 1 and 2 targets: the trunk gives scalar
+coefficients, the edge directions give the angular part.
 
-For a vector block with ``P`` properties, the edge last layer of every readout layer
-predicts ``c_ij^p`` from the edge features and the block is
+For a block of angular momentum ``lambda`` with ``P`` properties, the edge last layer of
+every readout layer predicts ``c_ij^p`` from the edge features and the block is
 
-    y_i^p = sum_layers sum_j f_c(r_ij) c_ij^p r_ij / |r_ij|
+    y_i^p = sum_layers sum_j f_c(r_ij) c_ij^p Y_lambda(r_hat_ij)
 
 (Domina, Bigi, Pegolo, Ceriotti, J. Chem. Phys. 2025; science.md section 6). The basis
-``r_ij / |r_ij|`` rotates with the structure, so ``y`` is exactly equivariant whenever the
-coefficients are invariant, and its equivariance error is that of the coefficients
+``Y_lambda(r_hat_ij)`` rotates with the structure, ``Y(R r) = D(R) Y(r)``, and has the
+parity ``(-1)^lambda`` of a proper tensor, so ``y`` is exactly O(3)-equivariant whenever
+the coefficients are invariant, and its equivariance error is that of the coefficients
 otherwise; a constant (bias) coefficient is harmless. The coefficient is the sum of
 PET's edge readout of ``ij`` and its node readout of ``i`` (so every parameter is used).
-Cartesian ``xyz`` blocks and spherical ``o3_lambda = 1, o3_sigma = 1`` blocks (real
-harmonics order ``m = -1, 0, 1``, i.e. ``y, z, x``) qualify; other blocks keep PET's
-readout. metatrain's LLPR uncertainties assume outputs linear in the last-layer features,
+Blocks that qualify: Cartesian ``xyz`` vectors (``Y_1 = r_hat``); spherical blocks with
+``o3_sigma = 1`` and ``o3_lambda = 1`` (``m = -1, 0, 1``: ``y, z, x``) or ``o3_lambda =
+2`` (metatomic's real harmonics, :class:`equiscope.groups.harmonics.SphericalHarmonics`
+without the Condon-Shortley sign), up to ``max_lambda``. Other blocks keep PET's
+readout (pseudotensors, ``o3_sigma = -1``, need more than one edge per term).
+metatrain's LLPR uncertainties assume outputs linear in the last-layer features,
 which these blocks are not.
 
 TorchScript-compatible; no ``from __future__ import annotations`` here.
@@ -29,21 +33,26 @@ from ._torchscript import renamed
 __all__ = ["TensorBasisBackend", "basis_kind"]
 
 CARTESIAN = 0
-SPHERICAL = 1
+SPHERICAL_1 = 1
+SPHERICAL_2 = 2
 
 
-def basis_kind(component_names: List[str], key: Dict[str, int]) -> int:
-    """``CARTESIAN``, ``SPHERICAL`` or -1 (keep PET's readout) for a target block."""
-    if component_names == ["xyz"]:
+def basis_kind(component_names: List[str], key: Dict[str, int], max_lambda: int = 2) -> int:
+    """``CARTESIAN``, ``SPHERICAL_1``, ``SPHERICAL_2`` or -1 (keep PET's readout) for a
+    target block, taking lambda up to ``max_lambda``."""
+    if component_names == ["xyz"] and max_lambda >= 1:
         return CARTESIAN
-    if component_names == ["o3_mu"] and key.get("o3_lambda") == 1 and key.get("o3_sigma") == 1:
-        return SPHERICAL
+    o3_lambda = key.get("o3_lambda", -1)
+    if component_names == ["o3_mu"] and key.get("o3_sigma") == 1 and 1 <= o3_lambda <= max_lambda:
+        return SPHERICAL_1 if o3_lambda == 1 else SPHERICAL_2
     return -1
 
 
 class TensorBasisBackend(PETBackend):
     """PET's backend whose ``predict`` reads the blocks listed in
-    ``tensor_basis_blocks`` (``"<target>/<block key>" -> kind``) out on the edge basis."""
+    ``tensor_basis_blocks`` (``"<target>/<block key>" -> kind``) out on the edge basis;
+    ``tensor_basis_harmonics`` (an :class:`equiscope.groups.harmonics.SphericalHarmonics`,
+    set with the blocks) gives the lambda = 2 harmonics."""
 
     tensor_basis_blocks: Dict[str, int]
     # TorchScript has no super(): PET's predict, under another name
@@ -79,6 +88,11 @@ class TensorBasisBackend(PETBackend):
             torch.zeros_like(batch_data["cutoff_factors"]),
         )
         spherical = unit[:, :, [1, 2, 0]]  # real harmonics order m = -1, 0, 1: y, z, x
+        # lambda = 2, m = -2..2, in metatomic's convention: no Condon-Shortley (-1)^m
+        quadrupolar = self.tensor_basis_harmonics(unit)[:, :, 4:9]
+        quadrupolar = quadrupolar * torch.tensor(
+            [1.0, -1.0, 1.0, -1.0, 1.0], dtype=unit.dtype, device=unit.device
+        )
         # (TorchScript unrolls loops over modules and indexes a ModuleDict only with
         # literals: no continue, no self.node_last_layers[name], hence the nesting)
         for output_name, edge_last_layers in self.edge_last_layers.items():
@@ -100,8 +114,10 @@ class TensorBasisBackend(PETBackend):
                                 name = output_name + "/" + key
                                 if name in self.tensor_basis_blocks:
                                     basis = unit
-                                    if self.tensor_basis_blocks[name] == 1:  # SPHERICAL
+                                    if self.tensor_basis_blocks[name] == 1:  # SPHERICAL_1
                                         basis = spherical
+                                    elif self.tensor_basis_blocks[name] == 2:  # SPHERICAL_2
+                                        basis = quadrupolar
                                     # c_ij: edge readout of ij + node readout of i
                                     coefficients = linear(features) + node_terms[key].unsqueeze(1)
                                     value = torch.einsum(

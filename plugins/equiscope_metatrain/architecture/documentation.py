@@ -86,11 +86,15 @@ class ModelHypers(TypedDict):
     edge_embedding: EdgeEmbeddingHypers = init_with_defaults(EdgeEmbeddingHypers)
     """Edge embedding of every GNN layer."""
     tensor_basis_readout: bool = False
-    """Read lambda = 1 targets (Cartesian ``xyz`` vectors, spherical lambda = 1 blocks)
-    out as ``sum_j f_c(r_ij) c_ij r_ij / r_ij``: the trunk predicts one scalar
-    coefficient per edge and property, the edge vectors give the direction. Exactly
-    equivariant when the coefficients are invariant; otherwise its error is theirs.
-    Other blocks keep PET's readout."""
+    """Read lambda = 1 and 2 targets (Cartesian ``xyz`` vectors, spherical blocks with
+    ``o3_sigma = 1`` and ``o3_lambda = 1, 2``) out as ``sum_j f_c(r_ij) c_ij
+    Y_lambda(r_ij / r_ij)``: the trunk predicts one scalar coefficient per edge and
+    property, the edge directions give the angular part. Exactly equivariant when the
+    coefficients are invariant; otherwise its error is theirs. Other blocks keep PET's
+    readout."""
+    tensor_basis_max_lambda: Annotated[int, Field(ge=1, le=2)] = 2
+    """Largest lambda read out on the edge basis (1: lambda = 2 blocks keep PET's
+    readout, as in checkpoints before version 3)."""
     symmetrized_head: SymmetrizedHeadHypers = init_with_defaults(SymmetrizedHeadHypers)
     """Symmetrised head applied at export."""
 

@@ -6,8 +6,9 @@
   the lab frame, which adds |b|^2 to A^2 for every structure;
 - ``edge_embedding: solid_harmonics`` swaps PET's ``Linear(4, d)`` edge embedding for
   :class:`~equiscope_metatrain.edge_embedding.SolidHarmonicEdgeEmbedding`;
-- ``tensor_basis_readout``: lambda = 1 blocks read out as invariant-looking
-  coefficients times the edge directions (:mod:`equiscope_metatrain.tensor_basis`);
+- ``tensor_basis_readout``: lambda = 1 and 2 blocks (up to ``tensor_basis_max_lambda``)
+  read out as invariant-looking coefficients times spherical harmonics of the edge
+  directions (:mod:`equiscope_metatrain.tensor_basis`);
 - ``symmetrized_head``: the model's own forward averages over a grid (or takes a
   random frame) with equiscope's head logic (:class:`equiscope_atoms.heads.OrbitAveraging`),
   in training, validation and in the exported model alike: training runs through the
@@ -31,7 +32,7 @@ import equiscope as eq
 from equiscope_atoms.heads import OrbitAveraging
 
 from .._torchscript import renamed
-from ..edge_embedding import SolidHarmonicEdgeEmbedding
+from ..edge_embedding import SolidHarmonicEdgeEmbedding, SphericalHarmonics
 from ..tensor_basis import TensorBasisBackend, basis_kind
 
 NAME = "experimental.equiscope"
@@ -86,7 +87,7 @@ def head_grid(head: Dict[str, Any]) -> Optional[eq.Grid]:
 class EquiscopeModel(OrbitAveraging, PET):
     """PET with symmetry options (see the module docstring)."""
 
-    __checkpoint_version__ = 2  # 2: tensor_basis_readout
+    __checkpoint_version__ = 3  # 2: tensor_basis_readout; 3: lambda = 2 on the basis
     # TorchScript has no super(): PET's forward, under another name
     _raw_forward = renamed(PET.forward, "_raw_forward")
 
@@ -94,6 +95,7 @@ class EquiscopeModel(OrbitAveraging, PET):
         # read by the overridden _add_output while PET.__init__ runs
         self.covariant_readout_bias = bool(hypers["covariant_readout_bias"])
         self.tensor_basis_readout = bool(hypers.get("tensor_basis_readout", False))
+        self.tensor_basis_max_lambda = int(hypers.get("tensor_basis_max_lambda", 2))
         super().__init__(base_model_hypers(hypers), dataset_info)
         self.base_hypers = self.hypers
         self.hypers = hypers
@@ -149,19 +151,22 @@ class EquiscopeModel(OrbitAveraging, PET):
                         per_key[key] = new
 
     def _add_tensor_basis(self, target_name: str, target_info: TargetInfo) -> List[str]:
-        """With ``tensor_basis_readout``, read lambda = 1 blocks out on the edge
-        vectors (:mod:`equiscope_metatrain.tensor_basis`): their last layers predict one
+        """With ``tensor_basis_readout``, read lambda = 1 and 2 blocks (up to
+        ``tensor_basis_max_lambda``) out on the edge directions
+        (:mod:`equiscope_metatrain.tensor_basis`): their last layers predict one
         coefficient per property. Returns the block keys it took over."""
         if not self.tensor_basis_readout:
             return []
         if not isinstance(self.backend, TensorBasisBackend):
             self.backend.__class__ = TensorBasisBackend
             self.backend.tensor_basis_blocks = {}
+            self.backend.tensor_basis_harmonics = SphericalHarmonics(2)
         taken: List[str] = []
         for key, block in target_info.layout.items():
             values = {name: int(value) for name, value in zip(key.names, key.values, strict=True)}
             dict_key = target_name + "".join(f"_{name}_{value}" for name, value in values.items())
-            kind = basis_kind([c.names[0] for c in block.components], values)
+            components = [c.names[0] for c in block.components]
+            kind = basis_kind(components, values, self.tensor_basis_max_lambda)
             if kind < 0:
                 continue
             n_properties = len(block.properties)
@@ -193,6 +198,9 @@ class EquiscopeModel(OrbitAveraging, PET):
         if checkpoint["model_ckpt_version"] == 1:  # before tensor_basis_readout
             checkpoint["model_data"]["model_hypers"]["tensor_basis_readout"] = False
             checkpoint["model_ckpt_version"] = 2
+        if checkpoint["model_ckpt_version"] == 2:  # lambda = 2 blocks kept PET's readout
+            checkpoint["model_data"]["model_hypers"]["tensor_basis_max_lambda"] = 1
+            checkpoint["model_ckpt_version"] = 3
         if checkpoint["model_ckpt_version"] != cls.__checkpoint_version__:
             raise RuntimeError(
                 "Unable to upgrade the checkpoint: the checkpoint is using model version "

@@ -62,6 +62,7 @@ def options(**model):
         ({"base": {"name": "mace", "model": {}}}, "base.name"),
         ({"edge_embedding": {"kind": "solid_harmonics", "lmax": -1}}, "edge_embedding.lmax"),
         ({"symmetrized_head": {"mode": "sometimes"}}, "symmetrized_head.mode"),
+        ({"tensor_basis_max_lambda": 3}, "tensor_basis_max_lambda"),
     ],
 )
 def test_bad_options_are_validation_errors_naming_the_key(model, key):
@@ -200,63 +201,116 @@ def test_equivariance_finetuning_shrinks_a_planted_readout_bias():
     assert after < 0.15 * math.sqrt(start / 3)
 
 
-def tensor_basis_model(readout: bool, lmax) -> torch.nn.Module:
+SPHERICAL_IRREPS = [  # lambda = 2 and 1 proper blocks; a scalar and a pseudovector
+    {"o3_lambda": 2, "o3_sigma": 1},
+    {"o3_lambda": 0, "o3_sigma": 1},
+    {"o3_lambda": 1, "o3_sigma": 1},
+    {"o3_lambda": 1, "o3_sigma": -1},
+]
+LAMBDA_2 = "mtt::tensor[o3_lambda=2,o3_sigma=1]"
+
+
+def tensor_dataset_info() -> DatasetInfo:
+    """Direct forces (Cartesian vectors) and a spherical target of several blocks."""
+    info = vector_dataset_info()
+    info.targets["mtt::tensor"] = get_generic_target_info(
+        "mtt::tensor",
+        {
+            "quantity": "",
+            "unit": "",
+            "type": {"spherical": {"irreps": SPHERICAL_IRREPS}},
+            "num_subtargets": 2,
+            "sample_kind": "atom",
+        },
+    )
+    return info
+
+
+def tensor_basis_model(readout: bool, lmax, **extra) -> torch.nn.Module:
     from equiscope_metatrain.architecture import EquiscopeModel
 
-    extra = {} if lmax is None else {"edge_embedding": {"kind": "solid_harmonics", "lmax": lmax}}
+    if lmax is not None:
+        extra["edge_embedding"] = {"kind": "solid_harmonics", "lmax": lmax}
     hypers = options(
         base={"name": "pet", "model": {**SMALL, "num_gnn_layers": 2}},
         tensor_basis_readout=readout,
         **extra,
     )["model"]
     torch.manual_seed(0)
-    return EquiscopeModel(hypers, vector_dataset_info()).to(torch.float64).eval()
+    return EquiscopeModel(hypers, tensor_dataset_info()).to(torch.float64).eval()
 
 
-def direct_forces_audit(model):
+def tensor_basis_audit(model):
+    """The report's outputs: direct forces and the spherical target's blocks."""
     structures = [Structure(system=molecule(torch.Generator().manual_seed(3)), index=0)]
     report = audit(
         wrap_model(model),
         structures,
         grid=eq.grid("lebedev", degree=6, inversion=True),
-        outputs=["mtt::direct_forces"],
+        outputs=["mtt::direct_forces", "mtt::tensor"],
         convergence_structures=0,
         progress=False,
     )
-    return report["outputs"]["mtt::direct_forces"]
+    return report["outputs"]
 
 
-def test_tensor_basis_readout_is_exactly_equivariant_on_an_invariant_trunk():
+@pytest.mark.parametrize("output", ["mtt::direct_forces", LAMBDA_2])
+def test_tensor_basis_readout_is_exactly_equivariant_on_an_invariant_trunk(output):
     """lmax = 0 edges: the trunk sees distances only, so its coefficients are
-    invariant and sum_j c_ij r_hat_ij rotates exactly; PET's own readout of the same
-    invariant features gives an invariant vector, far from equivariant."""
-    exact = direct_forces_audit(tensor_basis_model(True, 0))
+    invariant and sum_j c_ij Y_lambda(r_hat_ij) rotates exactly (lambda = 1: Cartesian
+    vectors; lambda = 2: spherical); PET's own readout of the same invariant features
+    gives an invariant output, far from equivariant."""
+    exact = tensor_basis_audit(tensor_basis_model(True, 0))[output]
     assert exact["rms_value"] > 1e-2
     assert exact["equivariance_rmse"] < 1e-12 * exact["rms_value"]
-    plain = direct_forces_audit(tensor_basis_model(False, 0))
+    plain = tensor_basis_audit(tensor_basis_model(False, 0))[output]
     assert plain["equivariance_rmse"] > 0.3 * plain["rms_value"]
 
 
-def test_tensor_basis_readout_takes_only_lambda_1_blocks_and_exports(tmp_path):
+def test_tensor_basis_max_lambda_1_leaves_lambda_2_on_pets_readout():
+    """``tensor_basis_max_lambda: 1`` (what checkpoints before version 3 did): the
+    lambda = 2 block is PET's readout again, so an invariant trunk gives it no
+    equivariance, while the lambda = 1 blocks stay exact."""
+    outputs = tensor_basis_audit(tensor_basis_model(True, 0, tensor_basis_max_lambda=1))
+    assert outputs[LAMBDA_2]["equivariance_rmse"] > 0.3 * outputs[LAMBDA_2]["rms_value"]
+    forces = outputs["mtt::direct_forces"]
+    assert forces["equivariance_rmse"] < 1e-12 * forces["rms_value"]
+
+
+def test_tensor_basis_readout_takes_proper_lambda_1_and_2_blocks_and_exports(tmp_path):
     from metatomic.torch import ModelEvaluationOptions, ModelOutput, load_atomistic_model
     from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
 
     model = tensor_basis_model(True, None)
     assert dict(model.backend.tensor_basis_blocks) == {
-        "mtt::direct_forces/mtt::direct_forces___0": 0
+        "mtt::direct_forces/mtt::direct_forces___0": 0,
+        "mtt::tensor/mtt::tensor_o3_lambda_1_o3_sigma_1": 1,
+        "mtt::tensor/mtt::tensor_o3_lambda_2_o3_sigma_1": 2,
     }
-    for per_key in model.backend.edge_last_layers["mtt::direct_forces"]:
-        assert per_key["mtt::direct_forces___0"].out_features == 1  # one coefficient
+    sizes = {"mtt::direct_forces___0": 1}  # one coefficient per property
+    sizes.update({f"mtt::tensor_o3_lambda_{lam}_o3_sigma_1": 2 for lam in (1, 2)})
+    sizes["mtt::tensor_o3_lambda_0_o3_sigma_1"] = 2  # PET's readout: 2 properties
+    sizes["mtt::tensor_o3_lambda_1_o3_sigma_-1"] = 3 * 2  # PET's readout: 3 x 2
+    for target in ("mtt::direct_forces", "mtt::tensor"):
+        for per_key in model.backend.edge_last_layers[target]:
+            for key, linear in per_key.items():
+                assert linear.out_features == sizes[key], key
     system = get_system_with_neighbor_lists(
         molecule(torch.Generator().manual_seed(4)), model.requested_neighbor_lists()
     )
-    request = {"mtt::direct_forces": ModelOutput(sample_kind="atom")}
-    eager = model([system], request)["mtt::direct_forces"].block().values
+    request = {
+        "mtt::direct_forces": ModelOutput(sample_kind="atom"),
+        "mtt::tensor": ModelOutput(sample_kind="atom"),
+    }
+    eager = model([system], request)
     model.export().save(str(tmp_path / "model.pt"))  # TorchScript happens here
     exported = load_atomistic_model(str(tmp_path / "model.pt"))
     options = ModelEvaluationOptions(length_unit="angstrom", outputs=request)
     scripted = exported([system], options, check_consistency=True)
-    assert torch.allclose(scripted["mtt::direct_forces"].block().values, eager, atol=1e-12)
+    for name in request:
+        for key, block in eager[name].items():
+            expected = block.values
+            assert torch.allclose(scripted[name].block(key).values, expected, atol=1e-12)
 
 
 def test_tensor_basis_readout_trains_every_readout_parameter():
@@ -269,9 +323,37 @@ def test_tensor_basis_readout_trains_every_readout_parameter():
     system = get_system_with_neighbor_lists(
         molecule(torch.Generator().manual_seed(4)), model.requested_neighbor_lists()
     )
-    request = {"mtt::direct_forces": ModelOutput(sample_kind="atom")}
-    model([system], request)["mtt::direct_forces"].block().values.square().sum().backward()
+    targets = ("mtt::direct_forces", "mtt::tensor")
+    outputs = model([system], {name: ModelOutput(sample_kind="atom") for name in targets})
+    loss = sum(block.values.square().sum() for name in targets for block in outputs[name])
+    loss.backward()
     for layers in (model.backend.node_last_layers, model.backend.edge_last_layers):
-        for per_key in layers["mtt::direct_forces"]:
-            for linear in per_key.values():
-                assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
+        for target in targets:
+            for per_key in layers[target]:
+                for linear in per_key.values():
+                    assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
+
+
+def test_a_version_2_checkpoint_keeps_lambda_2_on_pets_readout_after_the_upgrade():
+    """Checkpoints before version 3 read only lambda = 1 out on the edge basis; the
+    upgrade records ``tensor_basis_max_lambda: 1``, so their lambda = 2 weights load
+    into the same layers and give the same outputs."""
+    from metatomic.torch import ModelOutput
+    from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+    from equiscope_metatrain.architecture import EquiscopeModel
+
+    old = tensor_basis_model(True, None, tensor_basis_max_lambda=1)
+    checkpoint = copy.deepcopy(old.get_checkpoint())
+    checkpoint["model_ckpt_version"] = 2  # as version 2 wrote it: no such hyper
+    del checkpoint["model_data"]["model_hypers"]["tensor_basis_max_lambda"]
+    upgraded = EquiscopeModel.upgrade_checkpoint(checkpoint)
+    assert upgraded["model_ckpt_version"] == EquiscopeModel.__checkpoint_version__
+    model = EquiscopeModel.load_checkpoint(upgraded, "export").to(torch.float64).eval()
+    assert "mtt::tensor/mtt::tensor_o3_lambda_2_o3_sigma_1" not in model.backend.tensor_basis_blocks
+    system = get_system_with_neighbor_lists(
+        molecule(torch.Generator().manual_seed(4)), model.requested_neighbor_lists()
+    )
+    request = {"mtt::tensor": ModelOutput(sample_kind="atom")}
+    for key, block in old([system], request)["mtt::tensor"].items():
+        assert torch.equal(model([system], request)["mtt::tensor"].block(key).values, block.values)

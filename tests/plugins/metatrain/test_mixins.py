@@ -157,9 +157,9 @@ class TestOutputWithHead(PETSizes, OutputTests, EquiscopeTests):
 
 class TestOutputTensorBasis(PETSizes, OutputTests, EquiscopeTests):
     """The tensor-basis readout on an invariant trunk (solid-harmonic edges with
-    lmax = 0: the trunk sees distances only) makes lambda = 1 outputs exactly
+    lmax = 0: the trunk sees distances only) makes lambda = 1 and 2 outputs exactly
     equivariant: metatrain's rotation and inversion tests switched on, for the
-    spherical lambda = 1, sigma = 1 target the readout covers, and for scalars."""
+    spherical lambda = 1 and 2, sigma = 1 targets the readout covers, and for scalars."""
 
     is_equivariant_rotations = True
     is_equivariant_reflections = True
@@ -170,7 +170,7 @@ class TestOutputTensorBasis(PETSizes, OutputTests, EquiscopeTests):
             tensor_basis_readout=True, edge_embedding={"kind": "solid_harmonics", "lmax": 0}
         )
 
-    @pytest.fixture(params=[1])
+    @pytest.fixture(params=[1, 2])
     def o3_lambda(self, request):
         return request.param
 
