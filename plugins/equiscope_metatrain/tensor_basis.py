@@ -88,11 +88,12 @@ class TensorBasisBackend(PETBackend):
             torch.zeros_like(batch_data["cutoff_factors"]),
         )
         spherical = unit[:, :, [1, 2, 0]]  # real harmonics order m = -1, 0, 1: y, z, x
-        # lambda = 2, m = -2..2, in metatomic's convention: no Condon-Shortley (-1)^m
-        quadrupolar = self.tensor_basis_harmonics(unit)[:, :, 4:9]
-        quadrupolar = quadrupolar * torch.tensor(
-            [1.0, -1.0, 1.0, -1.0, 1.0], dtype=unit.dtype, device=unit.device
-        )
+        quadrupolar = unit  # placeholder unless a lambda = 2 block needs the harmonics
+        if 2 in self.tensor_basis_blocks.values():  # SPHERICAL_2
+            # m = -2..2 in metatomic's convention: no Condon-Shortley (-1)^m
+            quadrupolar = self.tensor_basis_harmonics(unit)[:, :, 4:9] * torch.tensor(
+                [1.0, -1.0, 1.0, -1.0, 1.0], dtype=unit.dtype, device=unit.device
+            )
         # (TorchScript unrolls loops over modules and indexes a ModuleDict only with
         # literals: no continue, no self.node_last_layers[name], hence the nesting)
         for output_name, edge_last_layers in self.edge_last_layers.items():
