@@ -1,8 +1,9 @@
 """Minimal inductive biases, measured: train ``experimental.equiscope`` with metatrain
-on a direct-force (vector) target and compare accuracy and symmetry.
+on a direct-force (vector) target, or a lambda = 2 target, and compare accuracy and
+symmetry.
 
-Studies (EMT copper, 8-atom cells; the vector target is the EMT force, learned
-directly, without energy):
+Studies (EMT copper, 8-atom cells; ``--target forces``: the vector target is the EMT
+force, learned directly, without energy):
 
 - covariant readout bias on vs off: a bias on a lambda = 1 readout is a constant
   vector in the lab frame; expected: off gives a lower equivariance RMSE at equal or
@@ -12,12 +13,19 @@ directly, without energy):
 - tensor-basis readout: the vector read out as sum_j c_ij r_hat_ij, with the
   coefficients from the (unconstrained) trunk.
 
+``--target efg``: a per-atom spherical lambda = 2 target, the electric field gradient
+of unit point charges on the other atoms, V_i = sum_j s(r_ij) (3 r r^T - r^2 1) / r^5
+(traceless symmetric, in metatomic's lambda = 2 components; s: cosine switch from 5 to
+6 A, so half of the sum lies beyond PET's 4 A cutoff). It vanishes in a perfect cubic
+site: the target is all symmetry breaking. Runs: PET's readout vs the tensor-basis
+readout sum_j c_ij Y_2(r_hat_ij).
+
 For each run: validation RMSE of the forces (metatrain's own, last epoch) and the
 equivariance RMSE of the same output from the symmetry monitor (octahedral grid with
 inversion, 4 validation structures, last epoch). Prints a table and plots both.
 
 Run: OMP_NUM_THREADS=1 python examples/07_metatrain_inductive_biases.py
-     [--epochs 30] [--structures 64] [--output inductive_biases.png]
+     [--target forces|efg] [--epochs 30] [--structures 64] [--output inductive_biases.png]
 """
 
 import os
@@ -44,12 +52,29 @@ import matplotlib.pyplot as plt
 
 BASE = {"cutoff": 4.0, "d_pet": 32, "d_head": 32, "d_node": 64, "d_feedforward": 64}
 BASE.update(num_heads=4, num_gnn_layers=2)
-TARGET = {
-    "key": "forces",
-    "quantity": "force",
-    "unit": "eV/A",
-    "type": {"cartesian": {"rank": 1}},
-    "per_atom": True,
+TARGETS = {  # --target: (target name, metatrain's target options, label)
+    "forces": (
+        "non_conservative_forces",
+        {
+            "key": "forces",
+            "quantity": "force",
+            "unit": "eV/A",
+            "type": {"cartesian": {"rank": 1}},
+            "per_atom": True,
+        },
+        "force RMSE",
+    ),
+    "efg": (
+        "mtt::efg",
+        {
+            "key": "efg",
+            "quantity": "",
+            "unit": "",
+            "type": {"spherical": {"irreps": [{"o3_lambda": 2, "o3_sigma": 1}]}},
+            "per_atom": True,
+        },
+        "EFG RMSE",
+    ),
 }
 RUNS = {
     "bias on": {"covariant_readout_bias": True},
@@ -59,10 +84,41 @@ RUNS = {
     "SH lmax 4": {"edge_embedding": {"kind": "solid_harmonics", "lmax": 4}},
     "SH lmax 8": {"edge_embedding": {"kind": "solid_harmonics", "lmax": 8}},
     "tensor basis": {"tensor_basis_readout": True},
+    "PET readout": {},
+}
+DEFAULT_RUNS = {
+    "forces": [name for name in RUNS if name != "PET readout"],  # "linear" is PET's
+    "efg": ["PET readout", "tensor basis"],
 }
 
 
-def options(data: Path, epochs: int, model: dict, seed: int) -> dict:
+def add_field_gradients(path: Path, cutoff: float = 6.0, switch: float = 5.0) -> Path:
+    """Write the ``efg`` array: sum_j s(r) (3 r r^T - r^2 1) / r^5 over the other
+    atoms (periodic images included), as metatomic's lambda = 2 components."""
+    import ase.io
+    import numpy as np
+    import torch
+    from ase.neighborlist import neighbor_list
+
+    import equiscope as eq
+
+    frames = ase.io.read(str(path), ":")
+    for atoms in frames:
+        first, vectors = neighbor_list("iD", atoms, cutoff)
+        r = np.linalg.norm(vectors, axis=1)
+        x = np.clip((r - switch) / (cutoff - switch), 0.0, 1.0)
+        weight = 0.5 * (1.0 + np.cos(np.pi * x)) / r**5
+        outer = 3.0 * vectors[:, :, None] * vectors[:, None, :] - (r**2)[:, None, None] * np.eye(3)
+        tensors = np.zeros((len(atoms), 3, 3))
+        np.add.at(tensors, first, weight[:, None, None] * outer)
+        spherical = eq.cartesian_to_spherical(torch.from_numpy(tensors), rank=2)
+        atoms.arrays["efg"] = spherical[(2, 1)].numpy()
+    ase.io.write(str(path), frames, format="extxyz")
+    return path
+
+
+def options(data: Path, epochs: int, model: dict, seed: int, target: str) -> dict:
+    name, target_options, _ = TARGETS[target]
     return {
         "seed": seed,
         "architecture": {
@@ -79,7 +135,7 @@ def options(data: Path, epochs: int, model: dict, seed: int) -> dict:
         },
         "training_set": {
             "systems": {"read_from": str(data), "length_unit": "angstrom"},
-            "targets": {"non_conservative_forces": TARGET},
+            "targets": {name: target_options},
         },
         "validation_set": 0.125,
         "test_set": 0.0,
@@ -92,7 +148,8 @@ def last_row(path: Path) -> dict:
     return rows[-1]
 
 
-def train(folder: Path, config: dict) -> dict:
+def train(folder: Path, config: dict, target: str) -> dict:
+    name = TARGETS[target][0]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "options.yaml").write_text(yaml.safe_dump(config))
     start = time.perf_counter()
@@ -107,12 +164,12 @@ def train(folder: Path, config: dict) -> dict:
     seconds = time.perf_counter() - start
     run = max((folder / "outputs").glob("*/*"))
     history = last_row(run / "train.csv")
-    column = next(k for k in history if k.startswith("validation non_conservative_forces RMSE"))
+    column = next(k for k in history if k.startswith(f"validation {name} RMSE"))
     monitor = last_row(run / "symmetry_monitor.csv")
     return {
         "accuracy": float(history[column]),
         "accuracy_column": column,
-        "equivariance": float(monitor["A:non_conservative_forces"]),
+        "equivariance": float(monitor[f"A:{name}"]),
         "seconds": seconds,
     }
 
@@ -122,31 +179,38 @@ def main():
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--structures", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset")
+    parser.add_argument("--target", choices=list(TARGETS), default="forces")
+    parser.add_argument("--runs", help="comma-separated subset of " + ", ".join(RUNS))
     parser.add_argument("--output", default="inductive_biases.png")
     parser.add_argument("--workdir", help="keep the runs here (default: a temp folder)")
     args = parser.parse_args()
 
-    names = args.runs.split(",")
+    names = args.runs.split(",") if args.runs else DEFAULT_RUNS[args.target]
+    unknown = [name for name in names if name not in RUNS]
+    if unknown:
+        parser.error(f"unknown run {unknown[0]!r}; choose from {', '.join(RUNS)}")
+    label = TARGETS[args.target][2]
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.workdir or scratch).resolve()
         work.mkdir(parents=True, exist_ok=True)
         data = generate_copper(work / "copper.xyz", args.structures, seed=args.seed)
+        if args.target == "efg":
+            add_field_gradients(data)
         results = {}
         for name in tqdm(names, desc="trainings"):
-            config = options(data, args.epochs, RUNS[name], args.seed)
-            results[name] = train(work / name.replace(" ", "_"), config)
+            config = options(data, args.epochs, RUNS[name], args.seed, args.target)
+            results[name] = train(work / name.replace(" ", "_"), config, args.target)
 
-    print(f"{'run':<11}{'force RMSE (val)':>18}{'equivariance RMSE':>19}{'seconds':>9}")
+    print(f"{'run':<12}{label + ' (val)':>18}{'equivariance RMSE':>19}{'seconds':>9}")
     for name, r in results.items():
-        print(f"{name:<11}{r['accuracy']:>18.4g}{r['equivariance']:>19.4g}{r['seconds']:>9.0f}")
+        print(f"{name:<12}{r['accuracy']:>18.4g}{r['equivariance']:>19.4g}{r['seconds']:>9.0f}")
     print(f"(accuracy: metatrain's '{next(iter(results.values()))['accuracy_column']}')")
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     positions = range(len(results))
     left.bar(positions, [r["accuracy"] for r in results.values()], color="tab:blue")
     right.bar(positions, [r["equivariance"] for r in results.values()], color="tab:red")
-    left.set(title="accuracy: validation force RMSE", ylabel="RMSE")
+    left.set(title=f"accuracy: validation {label}", ylabel="RMSE")
     right.set(title="symmetry: equivariance RMSE (O grid)", ylabel="RMSE", yscale="log")
     for axis in (left, right):
         axis.set_xticks(list(positions), list(results), rotation=30)
