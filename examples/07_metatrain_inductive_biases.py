@@ -92,27 +92,32 @@ DEFAULT_RUNS = {
 }
 
 
-def add_field_gradients(path: Path, cutoff: float = 6.0, switch: float = 5.0) -> Path:
-    """Write the ``efg`` array: sum_j s(r) (3 r r^T - r^2 1) / r^5 over the other
-    atoms (periodic images included), as metatomic's lambda = 2 components."""
-    import ase.io
+def field_gradients(atoms, cutoff: float = 6.0, switch: float = 5.0):
+    """``[n_atoms, 5]``: sum_j s(r) (3 r r^T - r^2 1) / r^5 over the other atoms
+    (periodic images included), as metatomic's lambda = 2 components."""
     import numpy as np
     import torch
     from ase.neighborlist import neighbor_list
 
     import equiscope as eq
 
+    first, vectors = neighbor_list("iD", atoms, cutoff)
+    r = np.linalg.norm(vectors, axis=1)
+    x = np.clip((r - switch) / (cutoff - switch), 0.0, 1.0)
+    weight = 0.5 * (1.0 + np.cos(np.pi * x)) / r**5
+    outer = 3.0 * vectors[:, :, None] * vectors[:, None, :] - (r**2)[:, None, None] * np.eye(3)
+    tensors = np.zeros((len(atoms), 3, 3))
+    np.add.at(tensors, first, weight[:, None, None] * outer)
+    return eq.cartesian_to_spherical(torch.from_numpy(tensors), rank=2)[(2, 1)].numpy()
+
+
+def add_field_gradients(path: Path) -> Path:
+    """Add the ``efg`` array (:func:`field_gradients`) to every structure of ``path``."""
+    import ase.io
+
     frames = ase.io.read(str(path), ":")
     for atoms in frames:
-        first, vectors = neighbor_list("iD", atoms, cutoff)
-        r = np.linalg.norm(vectors, axis=1)
-        x = np.clip((r - switch) / (cutoff - switch), 0.0, 1.0)
-        weight = 0.5 * (1.0 + np.cos(np.pi * x)) / r**5
-        outer = 3.0 * vectors[:, :, None] * vectors[:, None, :] - (r**2)[:, None, None] * np.eye(3)
-        tensors = np.zeros((len(atoms), 3, 3))
-        np.add.at(tensors, first, weight[:, None, None] * outer)
-        spherical = eq.cartesian_to_spherical(torch.from_numpy(tensors), rank=2)
-        atoms.arrays["efg"] = spherical[(2, 1)].numpy()
+        atoms.arrays["efg"] = field_gradients(atoms)
     ase.io.write(str(path), frames, format="extxyz")
     return path
 

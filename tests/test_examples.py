@@ -165,3 +165,59 @@ def test_inductive_bias_example_trains_and_reports(tmp_path):
     assert [row[:2] for row in rows] == [["bias", "off"], ["SH", "lmax"], ["tensor", "basis"]]
     assert all(float(row[-2]) > 0 and float(row[-3]) > 0 for row in rows)  # PET: A > 0
     assert figure.stat().st_size > 10_000
+
+
+def _example_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_field_gradient_target_known_answers():
+    """Two unit charges d apart along z in a large box: V = diag(-1, -1, 2) / d^3 at
+    each, i.e. only m = 0 of lambda = 2, (2 V_zz - V_xx - V_yy) / sqrt 6 = sqrt 6 / d^3;
+    a perfect fcc cell (a cubic site) gives exactly zero."""
+    import ase
+    import ase.build
+    import numpy as np
+
+    example = _example_module("07_metatrain_inductive_biases")
+    d = 2.5
+    dimer = ase.Atoms("Cu2", positions=[[10, 10, 10], [10, 10, 10 + d]], cell=[20] * 3, pbc=True)
+    fcc = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat((1, 1, 2))
+    expected = np.zeros((2, 5))
+    expected[:, 2] = np.sqrt(6.0) / d**3
+    assert np.allclose(example.field_gradients(dimer), expected, rtol=1e-12, atol=1e-14)
+    assert np.abs(example.field_gradients(fcc)).max() < 1e-12
+
+
+def test_inductive_bias_example_trains_a_lambda_2_target(tmp_path):
+    figure = tmp_path / "efg.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "07_metatrain_inductive_biases.py"),
+            "--target",
+            "efg",
+            "--epochs",
+            "1",
+            "--structures",
+            "12",
+            "--output",
+            str(figure),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    rows = [line.split() for line in lines if line.startswith(("PET", "tensor"))]
+    assert [row[:2] for row in rows] == [["PET", "readout"], ["tensor", "basis"]]
+    assert all(float(row[-2]) > 0 and float(row[-3]) > 0 for row in rows)
+    assert "validation mtt::efg RMSE" in result.stdout
+    assert figure.stat().st_size > 10_000
