@@ -39,3 +39,21 @@ def test_harmonics_rotate_with_the_engines_wigner_d_up_to_the_sign_of_odd_m():
         sign = torch.where(m % 2 != 0, -1.0, 1.0).to(torch.float64)
         d = sign[:, None] * eq.wigner_d(lam, rotation[None])[0] * sign[None, :]
         assert torch.allclose(after[:, block], before[:, block] @ d.T, atol=1e-13), lam
+
+
+def test_harmonics_without_condon_shortley_rotate_with_metatomics_wigner_d():
+    """``condon_shortley=False``: Y(R u) = D(R) Y(u) with the engine's (metatomic's) D,
+    and Y(-u) = (-1)^l Y(u); scripted."""
+    harmonics = torch.jit.script(SphericalHarmonics(6, condon_shortley=False))
+    generator = torch.Generator().manual_seed(2)
+    points = torch.nn.functional.normalize(
+        torch.randn(30, 3, generator=generator, dtype=torch.float64), dim=-1
+    )
+    rotation = torch.from_numpy(Rotation.random(random_state=8).as_matrix())
+    before, after = harmonics(points), harmonics(points @ rotation.T)
+    inverted = harmonics(-points)
+    for lam in range(7):
+        block = slice(lam * lam, (lam + 1) ** 2)
+        d = eq.wigner_d(lam, rotation[None])[0]
+        assert torch.allclose(after[:, block], before[:, block] @ d.T, atol=1e-13), lam
+        assert torch.allclose(inverted[:, block], (-1) ** lam * before[:, block], atol=1e-15)

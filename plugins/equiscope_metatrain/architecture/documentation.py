@@ -90,11 +90,12 @@ class ModelHypers(TypedDict):
     ``o3_sigma = 1`` and ``o3_lambda = 1, 2``) out as ``sum_j f_c(r_ij) c_ij
     Y_lambda(r_ij / r_ij)``: the trunk predicts one scalar coefficient per edge and
     property, the edge directions give the angular part. Exactly equivariant when the
-    coefficients are invariant; otherwise its error is theirs. Other blocks keep PET's
-    readout."""
+    coefficients are invariant; otherwise its error is theirs. The direct stress
+    ``non_conservative_stress`` is read out on ``(r_hat r_hat^T, 1)``, two coefficients
+    per edge. Other blocks keep PET's readout."""
     tensor_basis_max_lambda: Annotated[int, Field(ge=1, le=2)] = 2
-    """Largest lambda read out on the edge basis (1: lambda = 2 blocks keep PET's
-    readout, as in checkpoints before version 3)."""
+    """Largest lambda read out on the edge basis (1: lambda = 2 blocks and the direct
+    stress keep PET's readout, as in checkpoints before version 3)."""
     symmetrized_head: SymmetrizedHeadHypers = init_with_defaults(SymmetrizedHeadHypers)
     """Symmetrised head applied at export."""
 

@@ -8,7 +8,7 @@
   :class:`~equiscope_metatrain.edge_embedding.SolidHarmonicEdgeEmbedding`;
 - ``tensor_basis_readout``: lambda = 1 and 2 blocks (up to ``tensor_basis_max_lambda``)
   read out as invariant-looking coefficients times spherical harmonics of the edge
-  directions (:mod:`equiscope_metatrain.tensor_basis`);
+  directions, the direct stress on (r r^T, 1) (:mod:`equiscope_metatrain.tensor_basis`);
 - ``symmetrized_head``: the model's own forward averages over a grid (or takes a
   random frame) with equiscope's head logic (:class:`equiscope_atoms.heads.OrbitAveraging`),
   in training, validation and in the exported model alike: training runs through the
@@ -33,7 +33,7 @@ from equiscope_atoms.heads import OrbitAveraging
 
 from .._torchscript import renamed
 from ..edge_embedding import SolidHarmonicEdgeEmbedding, SphericalHarmonics
-from ..tensor_basis import TensorBasisBackend, basis_kind
+from ..tensor_basis import BASIS_SIZE, TensorBasisBackend, basis_kind
 
 NAME = "experimental.equiscope"
 
@@ -153,26 +153,29 @@ class EquiscopeModel(OrbitAveraging, PET):
     def _add_tensor_basis(self, target_name: str, target_info: TargetInfo) -> List[str]:
         """With ``tensor_basis_readout``, read lambda = 1 and 2 blocks (up to
         ``tensor_basis_max_lambda``) out on the edge directions
-        (:mod:`equiscope_metatrain.tensor_basis`): their last layers predict one
-        coefficient per property. Returns the block keys it took over."""
+        (:mod:`equiscope_metatrain.tensor_basis`), and the direct stress on (r r^T, 1):
+        their last layers predict one (two for the stress) coefficient per property.
+        Returns the block keys it took over."""
         if not self.tensor_basis_readout:
             return []
         if not isinstance(self.backend, TensorBasisBackend):
             self.backend.__class__ = TensorBasisBackend
             self.backend.tensor_basis_blocks = {}
-            self.backend.tensor_basis_harmonics = SphericalHarmonics(2)
+            self.backend.tensor_basis_harmonics = SphericalHarmonics(2, condon_shortley=False)
         taken: List[str] = []
         for key, block in target_info.layout.items():
             values = {name: int(value) for name, value in zip(key.names, key.values, strict=True)}
             dict_key = target_name + "".join(f"_{name}_{value}" for name, value in values.items())
             components = [c.names[0] for c in block.components]
-            kind = basis_kind(components, values, self.tensor_basis_max_lambda)
+            symmetric = target_name == "non_conservative_stress"  # PET symmetrises it
+            kind = basis_kind(components, values, self.tensor_basis_max_lambda, symmetric)
             if kind < 0:
                 continue
-            n_properties = len(block.properties)
+            n_coefficients = BASIS_SIZE[kind] * len(block.properties)
             for layers in (self.backend.node_last_layers, self.backend.edge_last_layers):
                 for per_key in layers[target_name]:
-                    per_key[dict_key] = torch.nn.Linear(per_key[dict_key].in_features, n_properties)
+                    features = per_key[dict_key].in_features
+                    per_key[dict_key] = torch.nn.Linear(features, n_coefficients)
             self.backend.tensor_basis_blocks[target_name + "/" + dict_key] = kind
             taken.append(dict_key)
         return taken

@@ -357,3 +357,80 @@ def test_a_version_2_checkpoint_keeps_lambda_2_on_pets_readout_after_the_upgrade
     request = {"mtt::tensor": ModelOutput(sample_kind="atom")}
     for key, block in old([system], request)["mtt::tensor"].items():
         assert torch.equal(model([system], request)["mtt::tensor"].block(key).values, block.values)
+
+
+def direct_stress_model(readout: bool) -> torch.nn.Module:
+    """An invariant trunk (solid-harmonic edges, lmax = 0) with a direct-stress target."""
+    from equiscope_metatrain.architecture import EquiscopeModel
+
+    target = get_generic_target_info(
+        "non_conservative_stress",
+        {
+            "quantity": "pressure",
+            "unit": "eV/A^3",
+            "type": {"cartesian": {"rank": 2}},
+            "num_subtargets": 1,
+            "sample_kind": "system",
+        },
+    )
+    info = DatasetInfo(
+        length_unit="angstrom", atomic_types=[29], targets={"non_conservative_stress": target}
+    )
+    hypers = options(
+        base={"name": "pet", "model": {**SMALL, "num_gnn_layers": 2}},
+        tensor_basis_readout=readout,
+        edge_embedding={"kind": "solid_harmonics", "lmax": 0},
+    )["model"]
+    torch.manual_seed(0)
+    return EquiscopeModel(hypers, info).to(torch.float64).eval()
+
+
+def test_tensor_basis_direct_stress_is_exactly_equivariant_on_an_invariant_trunk(tmp_path):
+    """sigma = sum_ij f_c (a_ij r_hat r_hat^T + b_ij 1) / V with invariant coefficients
+    rotates exactly, stays symmetric, and takes two coefficients per edge; PET's own
+    readout of the same invariant features gives a stress that does not rotate."""
+    import ase.build
+    from metatomic.torch import (
+        ModelEvaluationOptions,
+        ModelOutput,
+        load_atomistic_model,
+        systems_to_torch,
+    )
+    from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+    atoms = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat((1, 1, 2))
+    atoms.rattle(0.1, seed=1)
+    system = systems_to_torch(atoms, dtype=torch.float64)
+    structures = [Structure(system=system, index=0)]
+    reports = {}
+    for readout in (True, False):
+        model = direct_stress_model(readout)
+        reports[readout] = audit(
+            wrap_model(model),
+            structures,
+            grid=eq.grid("lebedev", degree=6, inversion=True),
+            outputs=["non_conservative_stress"],
+            convergence_structures=0,
+            progress=False,
+        )["outputs"]["non_conservative_stress"]
+    exact, plain = reports[True], reports[False]
+    assert exact["rms_value"] > 1e-4
+    assert exact["equivariance_rmse"] < 1e-12 * exact["rms_value"]
+    assert plain["equivariance_rmse"] > 0.3 * plain["rms_value"]
+
+    model = direct_stress_model(True)
+    assert dict(model.backend.tensor_basis_blocks) == {
+        "non_conservative_stress/non_conservative_stress___0": 3
+    }
+    for per_key in model.backend.edge_last_layers["non_conservative_stress"]:
+        assert per_key["non_conservative_stress___0"].out_features == 2
+    with_lists = get_system_with_neighbor_lists(system, model.requested_neighbor_lists())
+    request = {"non_conservative_stress": ModelOutput(sample_kind="system")}
+    eager = model([with_lists], request)["non_conservative_stress"].block().values
+    stress = eager[0, :, :, 0]
+    assert torch.allclose(stress, stress.T, atol=1e-15)
+    model.export().save(str(tmp_path / "model.pt"))  # TorchScript happens here
+    exported = load_atomistic_model(str(tmp_path / "model.pt"))
+    options = ModelEvaluationOptions(length_unit="angstrom", outputs=request)
+    scripted = exported([with_lists], options, check_consistency=True)
+    assert torch.allclose(scripted["non_conservative_stress"].block().values, eager, atol=1e-12)
