@@ -52,10 +52,11 @@ def structures(n):
 
 def profile_one_structure(run_equiscope, run_symmetrized, system, grid_size):
     """torch.profiler on the first structure: milliseconds per evaluation in total and in
-    PET's forward (``PET::backend::compute_features``), and operator calls per evaluation."""
+    PET's GNN layers (``PET::backend::compute_features``, without its preprocessing and
+    readout), and operator calls per evaluation."""
     from torch.profiler import ProfilerActivity, profile
 
-    print(f"{'profile, 1 structure':<22}{'ms/eval':>9}{'PET forward':>13}{'ops/eval':>10}")
+    print(f"{'profile, 1 structure':<22}{'ms/eval':>9}{'PET GNN':>13}{'ops/eval':>10}")
     for name, method in (("equiscope", run_equiscope), ("SymmetrizedModel", run_symmetrized)):
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             start = time.perf_counter()
@@ -79,12 +80,14 @@ def main():
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="also profile one structure of each batched method (time in PET's forward)",
+        help="also profile one structure of each batched method (time in PET's GNN layers)",
     )
     parser.add_argument(
         "--repeats", type=int, default=3, help="alternating timings of the batched methods"
     )
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     torch.set_num_threads(1)
     device = torch.device(args.device)
 

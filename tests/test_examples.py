@@ -194,14 +194,17 @@ def test_field_gradient_target_known_answers():
     assert np.abs(example.field_gradients(fcc)).max() < 1e-12
 
 
-def test_inductive_bias_example_trains_a_lambda_2_target(tmp_path):
-    figure = tmp_path / "efg.png"
+@pytest.mark.parametrize(
+    ("target", "name"), [("efg", "mtt::efg"), ("stress", "non_conservative_stress")]
+)
+def test_inductive_bias_example_trains_a_lambda_2_target(tmp_path, target, name):
+    figure = tmp_path / "figure.png"
     result = subprocess.run(
         [
             sys.executable,
             str(EXAMPLES / "07_metatrain_inductive_biases.py"),
             "--target",
-            "efg",
+            target,
             "--epochs",
             "1",
             "--structures",
@@ -219,5 +222,5 @@ def test_inductive_bias_example_trains_a_lambda_2_target(tmp_path):
     rows = [line.split() for line in lines if line.startswith(("PET", "tensor"))]
     assert [row[:2] for row in rows] == [["PET", "readout"], ["tensor", "basis"]]
     assert all(float(row[-2]) > 0 and float(row[-3]) > 0 for row in rows)
-    assert "validation mtt::efg RMSE" in result.stdout
+    assert f"validation {name} RMSE" in result.stdout
     assert figure.stat().st_size > 10_000
