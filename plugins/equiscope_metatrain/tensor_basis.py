@@ -90,10 +90,12 @@ class TensorBasisBackend(PETBackend):
         Dict[str, List[torch.Tensor]],
     ]:
         # the kinds of basis this call needs (of the requested outputs' blocks)
+        # (target names may hold "/" themselves, as variants do: match prefixes)
         kinds: List[int] = []
         for name, kind in self.tensor_basis_blocks.items():
-            if name.split("/")[0] in requested_output_names:
-                kinds.append(kind)
+            for output_name in requested_output_names:
+                if name.startswith(output_name + "/"):
+                    kinds.append(kind)
         # PET's readout of the direct stress needs 9 numbers per property: the stress on
         # (r r^T, 1) is read out here only (its one block is on the basis)
         pet_names: List[str] = []

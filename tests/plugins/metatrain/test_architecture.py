@@ -434,3 +434,42 @@ def test_tensor_basis_direct_stress_is_exactly_equivariant_on_an_invariant_trunk
     options = ModelEvaluationOptions(length_unit="angstrom", outputs=request)
     scripted = exported([with_lists], options, check_consistency=True)
     assert torch.allclose(scripted["non_conservative_stress"].block().values, eager, atol=1e-12)
+
+
+def test_tensor_basis_reads_out_a_variant_target():
+    """A target name holding "/" (a variant, ``mtt::tensor/pbe``): its lambda = 2 block
+    is on the basis and exact on an invariant trunk when only it is requested."""
+    from equiscope_metatrain.architecture import EquiscopeModel
+
+    info = vector_dataset_info()
+    info.targets["mtt::tensor/pbe"] = get_generic_target_info(
+        "mtt::tensor/pbe",
+        {
+            "quantity": "",
+            "unit": "",
+            "type": {"spherical": {"irreps": [{"o3_lambda": 2, "o3_sigma": 1}]}},
+            "num_subtargets": 1,
+            "sample_kind": "atom",
+        },
+    )
+    hypers = options(
+        base={"name": "pet", "model": dict(SMALL)},
+        tensor_basis_readout=True,
+        edge_embedding={"kind": "solid_harmonics", "lmax": 0},
+    )["model"]
+    torch.manual_seed(0)
+    model = EquiscopeModel(hypers, info).to(torch.float64).eval()
+    assert (
+        model.backend.tensor_basis_blocks["mtt::tensor/pbe/mtt::tensor/pbe_o3_lambda_2_o3_sigma_1"]
+        == 2
+    )
+    report = audit(
+        wrap_model(model),
+        [Structure(system=molecule(torch.Generator().manual_seed(3)), index=0)],
+        grid=eq.grid("lebedev", degree=6, inversion=True),
+        outputs=["mtt::tensor/pbe"],
+        convergence_structures=0,
+        progress=False,
+    )["outputs"]["mtt::tensor/pbe"]
+    assert report["rms_value"] > 1e-2
+    assert report["equivariance_rmse"] < 1e-12 * report["rms_value"]
