@@ -139,14 +139,13 @@ def test_phonon_example_gives_zero_acoustic_modes_for_every_head(tmp_path):
     assert figure.stat().st_size > 10_000
 
 
-def test_inductive_bias_example_trains_and_reports(tmp_path):
-    figure = tmp_path / "biases.png"
+def _inductive_bias_example(figure, *options: str) -> tuple[list[list[str]], str]:
+    """Run example 07 for 1 epoch on 12 cells: (its table's rows, its output)."""
     result = subprocess.run(
         [
             sys.executable,
             str(EXAMPLES / "07_metatrain_inductive_biases.py"),
-            "--runs",
-            "bias off,SH lmax 2,tensor basis",
+            *options,
             "--epochs",
             "1",
             "--structures",
@@ -160,8 +159,14 @@ def test_inductive_bias_example_trains_and_reports(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    starts = ("bias", "SH", "tensor")
+    starts = ("bias", "SH", "tensor", "PET")
     rows = [line.split() for line in result.stdout.splitlines() if line.startswith(starts)]
+    return rows, result.stdout
+
+
+def test_inductive_bias_example_trains_and_reports(tmp_path):
+    figure = tmp_path / "biases.png"
+    rows, _ = _inductive_bias_example(figure, "--runs", "bias off,SH lmax 2,tensor basis")
     assert [row[:2] for row in rows] == [["bias", "off"], ["SH", "lmax"], ["tensor", "basis"]]
     assert all(float(row[-2]) > 0 and float(row[-3]) > 0 for row in rows)  # PET: A > 0
     assert figure.stat().st_size > 10_000
@@ -199,28 +204,8 @@ def test_field_gradient_target_known_answers():
 )
 def test_inductive_bias_example_trains_a_lambda_2_target(tmp_path, target, name):
     figure = tmp_path / "figure.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLES / "07_metatrain_inductive_biases.py"),
-            "--target",
-            target,
-            "--epochs",
-            "1",
-            "--structures",
-            "12",
-            "--output",
-            str(figure),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
-    rows = [line.split() for line in lines if line.startswith(("PET", "tensor"))]
+    rows, output = _inductive_bias_example(figure, "--target", target)
     assert [row[:2] for row in rows] == [["PET", "readout"], ["tensor", "basis"]]
     assert all(float(row[-2]) > 0 and float(row[-3]) > 0 for row in rows)
-    assert f"validation {name} RMSE" in result.stdout
+    assert f"validation {name} RMSE" in output
     assert figure.stat().st_size > 10_000
