@@ -71,17 +71,16 @@ def test_bad_options_are_validation_errors_naming_the_key(model, key):
     assert f"model.{key}" in str(info.value), str(info.value)
 
 
+def target_info(name, kind, quantity="", unit="", sample_kind="atom", subtargets=1):
+    """metatrain's generic target of type ``kind`` (``{"cartesian": ...}`` or
+    ``{"spherical": ...}``)."""
+    options = {"quantity": quantity, "unit": unit, "type": kind}
+    options.update(num_subtargets=subtargets, sample_kind=sample_kind)
+    return get_generic_target_info(name, options)
+
+
 def vector_dataset_info() -> DatasetInfo:
-    target = get_generic_target_info(
-        "mtt::direct_forces",
-        {
-            "quantity": "force",
-            "unit": "eV/A",
-            "type": {"cartesian": {"rank": 1}},
-            "num_subtargets": 1,
-            "sample_kind": "atom",
-        },
-    )
+    target = target_info("mtt::direct_forces", {"cartesian": {"rank": 1}}, "force", "eV/A")
     return DatasetInfo(
         length_unit="angstrom", atomic_types=[1, 6, 8], targets={"mtt::direct_forces": target}
     )
@@ -213,16 +212,8 @@ LAMBDA_2 = "mtt::tensor[o3_lambda=2,o3_sigma=1]"
 def tensor_dataset_info() -> DatasetInfo:
     """Direct forces (Cartesian vectors) and a spherical target of several blocks."""
     info = vector_dataset_info()
-    info.targets["mtt::tensor"] = get_generic_target_info(
-        "mtt::tensor",
-        {
-            "quantity": "",
-            "unit": "",
-            "type": {"spherical": {"irreps": SPHERICAL_IRREPS}},
-            "num_subtargets": 2,
-            "sample_kind": "atom",
-        },
-    )
+    spherical = {"spherical": {"irreps": SPHERICAL_IRREPS}}
+    info.targets["mtt::tensor"] = target_info("mtt::tensor", spherical, subtargets=2)
     return info
 
 
@@ -363,16 +354,8 @@ def direct_stress_model(readout: bool) -> torch.nn.Module:
     """An invariant trunk (solid-harmonic edges, lmax = 0) with a direct-stress target."""
     from equiscope_metatrain.architecture import EquiscopeModel
 
-    target = get_generic_target_info(
-        "non_conservative_stress",
-        {
-            "quantity": "pressure",
-            "unit": "eV/A^3",
-            "type": {"cartesian": {"rank": 2}},
-            "num_subtargets": 1,
-            "sample_kind": "system",
-        },
-    )
+    rank_2 = {"cartesian": {"rank": 2}}
+    target = target_info("non_conservative_stress", rank_2, "pressure", "eV/A^3", "system")
     info = DatasetInfo(
         length_unit="angstrom", atomic_types=[29], targets={"non_conservative_stress": target}
     )
@@ -442,16 +425,8 @@ def test_tensor_basis_reads_out_a_variant_target():
     from equiscope_metatrain.architecture import EquiscopeModel
 
     info = vector_dataset_info()
-    info.targets["mtt::tensor/pbe"] = get_generic_target_info(
-        "mtt::tensor/pbe",
-        {
-            "quantity": "",
-            "unit": "",
-            "type": {"spherical": {"irreps": [{"o3_lambda": 2, "o3_sigma": 1}]}},
-            "num_subtargets": 1,
-            "sample_kind": "atom",
-        },
-    )
+    lambda_2 = {"spherical": {"irreps": [{"o3_lambda": 2, "o3_sigma": 1}]}}
+    info.targets["mtt::tensor/pbe"] = target_info("mtt::tensor/pbe", lambda_2)
     hypers = options(
         base={"name": "pet", "model": dict(SMALL)},
         tensor_basis_readout=True,
