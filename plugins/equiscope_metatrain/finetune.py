@@ -70,7 +70,7 @@ def equivariance_finetune(
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total, batches = total + float(loss), batches + 1
+                total, batches = total + float(loss.detach()), batches + 1
             losses.append(total / max(batches, 1))
             LOGGER.info(
                 "equivariance fine-tuning epoch %d/%d: mean A^2 %.4g", epoch + 1, epochs, losses[-1]

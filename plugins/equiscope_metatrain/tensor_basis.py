@@ -1,31 +1,38 @@
-"""Tensor-basis readout for lambda = 1 and 2 targets: the trunk gives scalar
-coefficients, the edge directions give the angular part.
+"""Tensor-basis readout: the trunk gives scalar coefficients, the edge directions give
+the angular part, so the output is exactly O(3)-equivariant whenever the coefficients
+are invariant (and otherwise carries only their error).
 
-For a block of angular momentum ``lambda`` with ``P`` properties, the edge last layer of
-every readout layer predicts ``c_ij^p`` from the edge features and the block is
+Two-body blocks. For a block of angular momentum ``lambda`` with ``P`` properties, the
+edge last layer of every readout layer predicts ``c_ij^p`` and
 
     y_i^p = sum_layers sum_j f_c(r_ij) c_ij^p Y_lambda(r_hat_ij)
 
-(Domina, Bigi, Pegolo, Ceriotti, J. Chem. Phys. 2025; science.md section 6). The basis
-``Y_lambda(r_hat_ij)`` rotates with the structure, ``Y(R r) = D(R) Y(r)``, and has the
-parity ``(-1)^lambda`` of a proper tensor, so ``y`` is exactly O(3)-equivariant whenever
-the coefficients are invariant, and its equivariance error is that of the coefficients
-otherwise; a constant (bias) coefficient is harmless. The coefficient is the sum of
-PET's edge readout of ``ij`` and its node readout of ``i`` (so every parameter is used).
-Blocks that qualify: Cartesian ``xyz`` vectors (``Y_1 = r_hat``); spherical blocks with
-``o3_sigma = 1`` and ``o3_lambda = 1`` (``m = -1, 0, 1``: ``y, z, x``) or ``o3_lambda =
-2`` (metatomic's real harmonics, :class:`equiscope.groups.harmonics.SphericalHarmonics`
-with ``condon_shortley=False``), up to ``max_lambda``; and, for ``max_lambda >= 2``,
-the direct stress ``non_conservative_stress`` (a symmetric Cartesian rank-2 tensor, which
-PET itself symmetrises and divides by the volume) on the two-element basis
+(Domina, Bigi, Pegolo, Ceriotti, J. Chem. Phys. 2025; science.md section 6).
+``Y_lambda(R r) = D(R) Y_lambda(r)`` with parity ``(-1)^lambda``: this covers Cartesian
+``xyz`` vectors (``Y_1 = r_hat``) and spherical blocks with ``o3_sigma = 1``, ``1 <=
+o3_lambda <= max_lambda`` (metatomic's real harmonics,
+:class:`equiscope.groups.harmonics.SphericalHarmonics` with ``condon_shortley=False``;
+``lambda = 1`` as ``y, z, x``). The direct stress ``non_conservative_stress`` (symmetric;
+PET symmetrises it and divides by the volume) is read out on ``(r_hat r_hat^T, 1)``, two
+coefficients per edge.
 
-    sigma_i^p = sum_layers sum_j f_c(r_ij) (a_ij^p r_hat r_hat^T + b_ij^p 1)
+Three-body blocks (``cross_products``). One edge has no axial part, so pseudotensors
+and antisymmetric tensors need two: ``r_hat_ij x r_hat_ik``. The coefficient matrix
+over ``(j, k)`` is taken of rank ``C = CROSS_CHANNELS``, which factorises the double sum
+into vector channels ``u_i^{cp} = sum_j f_c(r_ij) a_ij^{cp} r_hat_ij`` (and likewise
+``v``, ``w`` from further coefficients), at the cost of a two-body sum:
 
-(two coefficients per edge and property). Other blocks keep PET's readout
-(pseudotensors, ``o3_sigma = -1``, and the antisymmetric part of general rank-2 tensors
-need more than one edge per term).
-metatrain's LLPR uncertainties assume outputs linear in the last-layer features,
-which these blocks are not.
+- pseudoscalar (``o3_lambda = 0, o3_sigma = -1``): ``sum_c u_c . (v_c x w_c)``;
+- pseudovector (``o3_lambda = 1, o3_sigma = -1``): ``sum_c u_c x v_c``;
+- ``o3_lambda = 2, o3_sigma = -1``: the lambda = 2 part of ``sum_c (u_c x v_c) w_c^T``;
+- a general (non-symmetric) Cartesian rank-2 target: ``sum_j f_c (a r_hat r_hat^T +
+  b 1) + [sum_c u_c x v_c]_x`` (its symmetric part from one edge, its antisymmetric
+  part, an axial vector, from two).
+
+Other blocks keep PET's readout (pseudotensors with ``o3_lambda >= 3``, proper ones
+beyond ``max_lambda``). The coefficient is the sum of PET's edge readout of ``ij`` and
+its node readout of ``i`` (so every parameter is used). metatrain's LLPR uncertainties
+assume outputs linear in the last-layer features, which these blocks are not.
 
 TorchScript-compatible; no ``from __future__ import annotations`` here.
 """
@@ -37,14 +44,35 @@ from metatrain.pet.modules.backend import PETBackend, process_non_conservative_s
 
 from ._torchscript import renamed
 
-__all__ = ["TensorBasisBackend", "basis_kind"]
+__all__ = ["CROSS_CHANNELS", "TensorBasisBackend", "basis_kind", "basis_size"]
 
-CARTESIAN = 0
-SPHERICAL_1 = 1
-SPHERICAL_2 = 2
+VECTOR = 0
+"""A Cartesian ``xyz`` vector: ``sum_j c r_hat``."""
+SPHERICAL = 1
+"""A proper spherical block (``o3_sigma = 1``): ``sum_j c Y_lambda(r_hat)``."""
 SYMMETRIC_RANK_2 = 3
-BASIS_SIZE = {CARTESIAN: 1, SPHERICAL_1: 1, SPHERICAL_2: 1, SYMMETRIC_RANK_2: 2}
-"""Coefficients per edge and property of each kind."""
+"""The direct stress: ``sum_j (a r_hat r_hat^T + b 1)``."""
+PSEUDOSCALAR = 4
+PSEUDOVECTOR = 5
+PSEUDO_LAMBDA_2 = 6
+RANK_2 = 7
+"""A general Cartesian rank-2 block: symmetric part from one edge, axial from two."""
+CROSS_CHANNELS = 4
+"""Rank ``C`` of the three-body coefficient matrices (vector channels per property)."""
+
+
+def basis_size(kind: int, channels: int = CROSS_CHANNELS) -> int:
+    """Coefficients per edge and property of a block of ``kind``, with ``channels``
+    vector channels for the cross products. (TorchScript: literals for the kinds.)"""
+    if kind == 3:  # SYMMETRIC_RANK_2
+        return 2
+    if kind == 4 or kind == 6:  # PSEUDOSCALAR, PSEUDO_LAMBDA_2: u, v, w
+        return 3 * channels
+    if kind == 5:  # PSEUDOVECTOR: u, v
+        return 2 * channels
+    if kind == 7:  # RANK_2
+        return 2 + 2 * channels
+    return 1  # VECTOR, SPHERICAL
 
 
 def basis_kind(
@@ -52,29 +80,118 @@ def basis_kind(
     key: Dict[str, int],
     max_lambda: int = 2,
     symmetric: bool = False,
+    cross_products: bool = True,
 ) -> int:
-    """``CARTESIAN``, ``SPHERICAL_1``, ``SPHERICAL_2``, ``SYMMETRIC_RANK_2`` or -1 (keep
-    PET's readout) for a target block, taking lambda up to ``max_lambda``; rank-2
-    Cartesian blocks only when the target is ``symmetric`` (the direct stress)."""
+    """The kind of basis of a target block, or -1 (keep PET's readout). Proper blocks up
+    to ``max_lambda`` (rank-2 Cartesian ones count as 2); rank-2 Cartesian blocks on
+    ``(r_hat r_hat^T, 1)`` when the target is ``symmetric`` (the direct stress), else
+    with the cross products; pseudotensors up to lambda = 2 with the cross products."""
     if component_names == ["xyz"] and max_lambda >= 1:
-        return CARTESIAN
-    if component_names == ["xyz_1", "xyz_2"] and symmetric and max_lambda >= 2:
-        return SYMMETRIC_RANK_2
+        return VECTOR
+    if component_names == ["xyz_1", "xyz_2"] and max_lambda >= 2:
+        if symmetric:
+            return SYMMETRIC_RANK_2
+        return RANK_2 if cross_products else -1
+    if component_names != ["o3_mu"]:
+        return -1
     o3_lambda = key.get("o3_lambda", -1)
-    if component_names == ["o3_mu"] and key.get("o3_sigma") == 1 and 1 <= o3_lambda <= max_lambda:
-        return SPHERICAL_1 if o3_lambda == 1 else SPHERICAL_2
+    if key.get("o3_sigma") == 1 and 1 <= o3_lambda <= max_lambda:
+        return SPHERICAL
+    if key.get("o3_sigma") == -1 and cross_products and o3_lambda <= max_lambda:
+        pseudo = {0: PSEUDOSCALAR, 1: PSEUDOVECTOR, 2: PSEUDO_LAMBDA_2}
+        return pseudo.get(o3_lambda, -1)
     return -1
+
+
+def _channels(coefficients: torch.Tensor, unit: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``[atoms, neighbours, channels, P]`` coefficients -> the vectors ``sum_j f_c
+    c_ij r_hat_ij``, ``[atoms, channels, P, 3]``."""
+    return torch.einsum("aknp,akx,ak->anpx", coefficients, unit, weight)
+
+
+def _axials(channels: torch.Tensor, c: int) -> torch.Tensor:
+    """``u_c x v_c`` of the first ``2 c`` channels, ``[atoms, c, P, 3]``."""
+    return torch.linalg.cross(channels[:, :c], channels[:, c : 2 * c], dim=-1)
+
+
+def _precise_channels(
+    coefficients: torch.Tensor, unit: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """:func:`_channels` in float64, for the cross products: the channels of an atom
+    share a large common part (``sum_j f_c r_hat_ij`` times the mean coefficient), which
+    the products cancel; in float32 that cancellation cost two digits of equivariance."""
+    return _channels(coefficients.double(), unit.double(), weight.double())
+
+
+def _skew(axial: torch.Tensor) -> torch.Tensor:
+    """``[..., 3] -> [..., 9]``: the antisymmetric matrix ``[w]_x`` (``[w]_x r = w x
+    r``), row-major."""
+    x, y, z = axial[..., 0], axial[..., 1], axial[..., 2]
+    zero = torch.zeros_like(x)
+    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1)
 
 
 class TensorBasisBackend(PETBackend):
     """PET's backend whose ``predict`` reads the blocks listed in
-    ``tensor_basis_blocks`` (``"<target>/<block key>" -> kind``) out on the edge basis;
-    ``tensor_basis_harmonics`` (an :class:`equiscope.groups.harmonics.SphericalHarmonics`,
-    set with the blocks) gives the lambda = 2 harmonics."""
+    ``tensor_basis_blocks`` (``"<target>/<block key>" -> kind``, with
+    ``tensor_basis_lambdas`` for spherical blocks) out on the edge bases;
+    ``tensor_basis_harmonics`` (an :class:`equiscope.groups.harmonics.SphericalHarmonics`)
+    gives the harmonics and the buffer ``tensor_basis_lambda_2`` (``[5, 9]``) the
+    lambda = 2 components of a Cartesian rank-2 tensor."""
 
     tensor_basis_blocks: Dict[str, int]
+    tensor_basis_lambdas: Dict[str, int]
+    tensor_basis_channels: int
     # TorchScript has no super(): PET's predict, under another name
     _pet_predict = renamed(PETBackend.predict, "_pet_predict")
+
+    def _basis_values(
+        self,
+        kind: int,
+        o3_lambda: int,
+        coefficients: torch.Tensor,
+        unit: torch.Tensor,
+        weight: torch.Tensor,
+        harmonics: torch.Tensor,
+    ) -> torch.Tensor:
+        """One layer's block, ``[atoms, components x P]``, from the coefficients
+        ``[atoms, neighbours, basis size, P]``."""
+        # (TorchScript takes no global constants: the kinds are literals here)
+        atoms = coefficients.shape[0]
+        c = self.tensor_basis_channels
+        if kind == 0 or (kind == 1 and o3_lambda == 1):  # VECTOR, SPHERICAL lambda = 1
+            vectors = _channels(coefficients, unit, weight)[:, 0]  # [atoms, P, 3]
+            if kind == 1:
+                vectors = vectors[:, :, [1, 2, 0]]  # m = -1, 0, 1: y, z, x
+            return vectors.transpose(1, 2).reshape(atoms, -1)
+        if kind == 1:  # SPHERICAL
+            start = o3_lambda * o3_lambda
+            basis = harmonics[:, :, start : start + 2 * o3_lambda + 1]
+            values = torch.einsum("akp,akm,ak->amp", coefficients[:, :, 0], basis, weight)
+            return values.reshape(atoms, -1)
+        if kind == 3 or kind == 7:  # SYMMETRIC_RANK_2, RANK_2
+            outer = (unit.unsqueeze(-1) * unit.unsqueeze(-2)).reshape(atoms, -1, 9)
+            identity = torch.eye(3, dtype=unit.dtype, device=unit.device).reshape(1, 1, 9)
+            pair = torch.stack([outer, identity.expand_as(outer)], dim=2)
+            values = torch.einsum("akbp,akbc,ak->acp", coefficients[:, :, :2], pair, weight)
+            if kind == 7:  # RANK_2: the antisymmetric part from sum_c u_c x v_c
+                channels = _precise_channels(coefficients[:, :, 2:], unit, weight)
+                axial = _axials(channels, c).sum(dim=1).to(values.dtype)
+                values = values + _skew(axial).transpose(1, 2)
+            return values.reshape(atoms, -1)
+        channels = _precise_channels(coefficients, unit, weight)
+        axials = _axials(channels, c)  # [atoms, c, P, 3]
+        if kind == 5:  # PSEUDOVECTOR
+            axial = axials.sum(dim=1)[:, :, [1, 2, 0]]  # m = -1, 0, 1: y, z, x
+            return axial.transpose(1, 2).reshape(atoms, -1).to(unit.dtype)
+        third = channels[:, 2 * c :]  # w_c
+        if kind == 4:  # PSEUDOSCALAR
+            return (axials * third).sum(dim=(1, 3)).reshape(atoms, -1).to(unit.dtype)
+        # PSEUDO_LAMBDA_2: the lambda = 2 part of sum_c (u_c x v_c) w_c^T
+        outer = (axials.unsqueeze(-1) * third.unsqueeze(-2)).sum(dim=1)  # [atoms, P, 3, 3]
+        projection = self.tensor_basis_lambda_2.to(outer.dtype)
+        values = torch.einsum("mx,apx->amp", projection, outer.reshape(atoms, -1, 9))
+        return values.reshape(atoms, -1).to(unit.dtype)
 
     def predict(
         self,
@@ -89,18 +206,22 @@ class TensorBasisBackend(PETBackend):
         Dict[str, List[torch.Tensor]],
         Dict[str, List[torch.Tensor]],
     ]:
-        # the kinds of basis this call needs (of the requested outputs' blocks)
-        # (target names may hold "/" themselves, as variants do: match prefixes)
-        kinds: List[int] = []
+        # the requested blocks on a basis; target names may hold "/" themselves, as
+        # variants do: match prefixes
+        stress_on_basis = False
+        need_harmonics = False
         for name, kind in self.tensor_basis_blocks.items():
             for output_name in requested_output_names:
                 if name.startswith(output_name + "/"):
-                    kinds.append(kind)
+                    if kind == 3:  # SYMMETRIC_RANK_2
+                        stress_on_basis = True
+                    if kind == 1 and self.tensor_basis_lambdas[name] >= 2:  # SPHERICAL
+                        need_harmonics = True
         # PET's readout of the direct stress needs 9 numbers per property: the stress on
         # (r r^T, 1) is read out here only (its one block is on the basis)
         pet_names: List[str] = []
         for name in requested_output_names:
-            if not (name == "non_conservative_stress" and 3 in kinds):  # SYMMETRIC_RANK_2
+            if not (name == "non_conservative_stress" and stress_on_basis):
                 pet_names.append(name)
         atomic, node_ll, edge_ll = self._pet_predict(
             node_features_list,
@@ -118,20 +239,9 @@ class TensorBasisBackend(PETBackend):
             batch_data["cutoff_factors"],
             torch.zeros_like(batch_data["cutoff_factors"]),
         )
-        spherical = unit[:, :, [1, 2, 0]]  # real harmonics order m = -1, 0, 1: y, z, x
-        # bases [atoms, neighbours, basis elements, components]
-        vector = unit.unsqueeze(2)
-        spherical = spherical.unsqueeze(2)
-        quadrupolar = vector  # placeholder unless a lambda = 2 block needs the harmonics
-        if 2 in kinds:  # SPHERICAL_2
-            # m = -2..2 in metatomic's convention (no Condon-Shortley phase)
-            quadrupolar = self.tensor_basis_harmonics(unit)[:, :, 4:9]
-            quadrupolar = quadrupolar.unsqueeze(2)
-        rank_2 = vector  # placeholder unless the direct stress needs (r r^T, 1)
-        if 3 in kinds:  # SYMMETRIC_RANK_2
-            outer = (unit.unsqueeze(-1) * unit.unsqueeze(-2)).reshape(unit.shape[0], -1, 9)
-            identity = torch.eye(3, dtype=unit.dtype, device=unit.device).reshape(1, 1, 9)
-            rank_2 = torch.stack([outer, identity.expand_as(outer)], dim=2)
+        harmonics = unit  # placeholder unless a lambda >= 2 block needs the harmonics
+        if need_harmonics:  # metatomic's convention (no Condon-Shortley phase)
+            harmonics = self.tensor_basis_harmonics(unit)
         # (TorchScript unrolls loops over modules and indexes a ModuleDict only with
         # literals: no continue, no self.node_last_layers[name], hence the nesting)
         for output_name, edge_last_layers in self.edge_last_layers.items():
@@ -153,25 +263,20 @@ class TensorBasisBackend(PETBackend):
                                 name = output_name + "/" + key
                                 if name in self.tensor_basis_blocks:
                                     kind = self.tensor_basis_blocks[name]
-                                    basis = vector
-                                    if kind == 1:  # SPHERICAL_1
-                                        basis = spherical
-                                    elif kind == 2:  # SPHERICAL_2
-                                        basis = quadrupolar
-                                    elif kind == 3:  # SYMMETRIC_RANK_2
-                                        basis = rank_2
+                                    o3_lambda = -1
+                                    if name in self.tensor_basis_lambdas:
+                                        o3_lambda = self.tensor_basis_lambdas[name]
                                     # c_ij: edge readout of ij + node readout of i
                                     coefficients = linear(features) + node_terms[key].unsqueeze(1)
                                     coefficients = coefficients.reshape(
                                         coefficients.shape[0],
                                         coefficients.shape[1],
-                                        basis.shape[2],
+                                        basis_size(kind, self.tensor_basis_channels),
                                         -1,
                                     )
-                                    value = torch.einsum(
-                                        "akbp,akbc,ak->acp", coefficients, basis, weight
+                                    value = self._basis_values(
+                                        kind, o3_lambda, coefficients, unit, weight, harmonics
                                     )
-                                    value = value.reshape(value.shape[0], -1)
                                     if block in totals:
                                         totals[block] = totals[block] + value
                                     else:

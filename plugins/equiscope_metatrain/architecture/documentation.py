@@ -86,16 +86,23 @@ class ModelHypers(TypedDict):
     edge_embedding: EdgeEmbeddingHypers = init_with_defaults(EdgeEmbeddingHypers)
     """Edge embedding of every GNN layer."""
     tensor_basis_readout: bool = False
-    """Read lambda = 1 and 2 targets (Cartesian ``xyz`` vectors, spherical blocks with
-    ``o3_sigma = 1`` and ``o3_lambda = 1, 2``) out as ``sum_j f_c(r_ij) c_ij
-    Y_lambda(r_ij / r_ij)``: the trunk predicts one scalar coefficient per edge and
-    property, the edge directions give the angular part. Exactly equivariant when the
-    coefficients are invariant; otherwise its error is theirs. The direct stress
-    ``non_conservative_stress`` is read out on ``(r_hat r_hat^T, 1)``, two coefficients
-    per edge. Other blocks keep PET's readout."""
-    tensor_basis_max_lambda: Annotated[int, Field(ge=1, le=2)] = 2
-    """Largest lambda read out on the edge basis (1: lambda = 2 blocks and the direct
-    stress keep PET's readout, as in checkpoints before version 3)."""
+    """Read equivariant targets out on a basis built from the edge directions, with
+    scalar coefficients from the trunk: proper blocks (Cartesian ``xyz`` vectors,
+    spherical ``o3_sigma = 1``, ``1 <= o3_lambda <= tensor_basis_max_lambda``) as
+    ``sum_j f_c(r_ij) c_ij Y_lambda(r_ij / r_ij)``, the direct stress
+    ``non_conservative_stress`` on ``(r_hat r_hat^T, 1)``. Exactly equivariant when the
+    coefficients are invariant; otherwise its error is theirs. Other blocks keep PET's
+    readout."""
+    tensor_basis_max_lambda: Annotated[int, Field(ge=1, le=6)] = 6
+    """Largest lambda read out on the edge basis; rank-2 Cartesian targets count as 2
+    (1: lambda = 2 blocks and the direct stress keep PET's readout, as in checkpoints
+    before version 3)."""
+    tensor_basis_cross_products: bool = True
+    """Also read out, on cross products of two edge directions ``r_hat_ij x r_hat_ik``
+    (rank-4 coefficient matrices, so the cost stays that of an edge sum), the blocks one
+    edge cannot give: pseudoscalars, pseudovectors and ``o3_lambda = 2`` pseudotensors
+    (``o3_sigma = -1``), and general (non-symmetric) Cartesian rank-2 targets such as
+    Born effective charges. Checkpoints before version 4 are upgraded with ``false``."""
     symmetrized_head: SymmetrizedHeadHypers = init_with_defaults(SymmetrizedHeadHypers)
     """Symmetrised head applied at export."""
 

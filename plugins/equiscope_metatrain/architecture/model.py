@@ -6,9 +6,11 @@
   the lab frame, which adds |b|^2 to A^2 for every structure;
 - ``edge_embedding: solid_harmonics`` swaps PET's ``Linear(4, d)`` edge embedding for
   :class:`~equiscope_metatrain.edge_embedding.SolidHarmonicEdgeEmbedding`;
-- ``tensor_basis_readout``: lambda = 1 and 2 blocks (up to ``tensor_basis_max_lambda``)
-  read out as invariant-looking coefficients times spherical harmonics of the edge
-  directions, the direct stress on (r r^T, 1) (:mod:`equiscope_metatrain.tensor_basis`);
+- ``tensor_basis_readout``: proper blocks up to ``tensor_basis_max_lambda`` read out as
+  invariant-looking coefficients times spherical harmonics of the edge directions, the
+  direct stress on (r r^T, 1), and (``tensor_basis_cross_products``) pseudotensors up to
+  lambda = 2 and general rank-2 tensors on cross products of two edge directions
+  (:mod:`equiscope_metatrain.tensor_basis`);
 - ``symmetrized_head``: the model's own forward averages over a grid (or takes a
   random frame) with equiscope's head logic (:class:`equiscope_atoms.heads.OrbitAveraging`),
   in training, validation and in the exported model alike: training runs through the
@@ -33,7 +35,13 @@ from equiscope_atoms.heads import OrbitAveraging
 
 from .._torchscript import renamed
 from ..edge_embedding import SolidHarmonicEdgeEmbedding, SphericalHarmonics
-from ..tensor_basis import BASIS_SIZE, TensorBasisBackend, basis_kind
+from ..tensor_basis import (
+    CROSS_CHANNELS,
+    SPHERICAL,
+    TensorBasisBackend,
+    basis_kind,
+    basis_size,
+)
 
 NAME = "experimental.equiscope"
 
@@ -87,7 +95,8 @@ def head_grid(head: Dict[str, Any]) -> Optional[eq.Grid]:
 class EquiscopeModel(OrbitAveraging, PET):
     """PET with symmetry options (see the module docstring)."""
 
-    __checkpoint_version__ = 3  # 2: tensor_basis_readout; 3: lambda = 2 on the basis
+    # 2: tensor_basis_readout; 3: lambda = 2 on the basis; 4: lambda >= 3 and cross products
+    __checkpoint_version__ = 4
     # TorchScript has no super(): PET's forward, under another name
     _raw_forward = renamed(PET.forward, "_raw_forward")
 
@@ -95,7 +104,8 @@ class EquiscopeModel(OrbitAveraging, PET):
         # read by the overridden _add_output while PET.__init__ runs
         self.covariant_readout_bias = bool(hypers["covariant_readout_bias"])
         self.tensor_basis_readout = bool(hypers.get("tensor_basis_readout", False))
-        self.tensor_basis_max_lambda = int(hypers.get("tensor_basis_max_lambda", 2))
+        self.tensor_basis_max_lambda = int(hypers.get("tensor_basis_max_lambda", 6))
+        self.tensor_basis_cross_products = bool(hypers.get("tensor_basis_cross_products", True))
         super().__init__(base_model_hypers(hypers), dataset_info)
         self.base_hypers = self.hypers
         self.hypers = hypers
@@ -151,32 +161,52 @@ class EquiscopeModel(OrbitAveraging, PET):
                         per_key[key] = new
 
     def _add_tensor_basis(self, target_name: str, target_info: TargetInfo) -> List[str]:
-        """With ``tensor_basis_readout``, read lambda = 1 and 2 blocks (up to
-        ``tensor_basis_max_lambda``) out on the edge directions
-        (:mod:`equiscope_metatrain.tensor_basis`), and the direct stress on (r r^T, 1):
-        their last layers predict one (two for the stress) coefficient per property.
+        """With ``tensor_basis_readout``, read the blocks
+        :func:`~equiscope_metatrain.tensor_basis.basis_kind` accepts out on their edge
+        basis: their last layers predict ``basis_size(kind)`` coefficients per property.
         Returns the block keys it took over."""
         if not self.tensor_basis_readout:
             return []
-        if not isinstance(self.backend, TensorBasisBackend):
-            self.backend.__class__ = TensorBasisBackend
-            self.backend.tensor_basis_blocks = {}
-            self.backend.tensor_basis_harmonics = SphericalHarmonics(2, condon_shortley=False)
+        backend = self.backend
+        if not isinstance(backend, TensorBasisBackend):
+            backend.__class__ = TensorBasisBackend
+            backend.tensor_basis_blocks = {}
+            backend.tensor_basis_lambdas = {}
+            backend.tensor_basis_channels = CROSS_CHANNELS
+            backend.tensor_basis_harmonics = SphericalHarmonics(2, condon_shortley=False)
+            # lambda = 2 components of a row-major 3 x 3 tensor (a constant, not saved)
+            rank_2 = torch.eye(9, dtype=torch.float64).reshape(9, 3, 3)
+            projection = eq.cartesian_to_spherical(rank_2, rank=2)[(2, 1)].T.contiguous()
+            backend.register_buffer("tensor_basis_lambda_2", projection, persistent=False)
         taken: List[str] = []
         for key, block in target_info.layout.items():
             values = {name: int(value) for name, value in zip(key.names, key.values, strict=True)}
             dict_key = target_name + "".join(f"_{name}_{value}" for name, value in values.items())
             components = [c.names[0] for c in block.components]
             symmetric = target_name == "non_conservative_stress"  # PET symmetrises it
-            kind = basis_kind(components, values, self.tensor_basis_max_lambda, symmetric)
+            kind = basis_kind(
+                components,
+                values,
+                self.tensor_basis_max_lambda,
+                symmetric,
+                self.tensor_basis_cross_products,
+            )
             if kind < 0:
                 continue
-            n_coefficients = BASIS_SIZE[kind] * len(block.properties)
-            for layers in (self.backend.node_last_layers, self.backend.edge_last_layers):
+            n_coefficients = basis_size(kind) * len(block.properties)
+            for layers in (backend.node_last_layers, backend.edge_last_layers):
                 for per_key in layers[target_name]:
                     features = per_key[dict_key].in_features
                     per_key[dict_key] = torch.nn.Linear(features, n_coefficients)
-            self.backend.tensor_basis_blocks[target_name + "/" + dict_key] = kind
+            name = target_name + "/" + dict_key
+            backend.tensor_basis_blocks[name] = kind
+            if kind == SPHERICAL:
+                o3_lambda = values["o3_lambda"]
+                backend.tensor_basis_lambdas[name] = o3_lambda
+                if o3_lambda > backend.tensor_basis_harmonics.lmax:
+                    backend.tensor_basis_harmonics = SphericalHarmonics(
+                        o3_lambda, condon_shortley=False
+                    )
             taken.append(dict_key)
         return taken
 
@@ -204,6 +234,9 @@ class EquiscopeModel(OrbitAveraging, PET):
         if checkpoint["model_ckpt_version"] == 2:  # lambda = 2 blocks kept PET's readout
             checkpoint["model_data"]["model_hypers"]["tensor_basis_max_lambda"] = 1
             checkpoint["model_ckpt_version"] = 3
+        if checkpoint["model_ckpt_version"] == 3:  # pseudotensors kept PET's readout
+            checkpoint["model_data"]["model_hypers"]["tensor_basis_cross_products"] = False
+            checkpoint["model_ckpt_version"] = 4
         if checkpoint["model_ckpt_version"] != cls.__checkpoint_version__:
             raise RuntimeError(
                 "Unable to upgrade the checkpoint: the checkpoint is using model version "

@@ -15,7 +15,7 @@ from metatrain.utils.data.target_info import get_generic_target_info
 from metatrain.utils.pydantic import MetatrainValidationError
 
 import equiscope as eq
-from _models import molecule
+from _models import molecule, rotated_system
 from equiscope_atoms import audit, wrap_model
 from equiscope_atoms.data import Structure
 from equiscope_metatrain.edge_embedding import SolidHarmonicEdgeEmbedding
@@ -62,7 +62,7 @@ def options(**model):
         ({"base": {"name": "mace", "model": {}}}, "base.name"),
         ({"edge_embedding": {"kind": "solid_harmonics", "lmax": -1}}, "edge_embedding.lmax"),
         ({"symmetrized_head": {"mode": "sometimes"}}, "symmetrized_head.mode"),
-        ({"tensor_basis_max_lambda": 3}, "tensor_basis_max_lambda"),
+        ({"tensor_basis_max_lambda": 7}, "tensor_basis_max_lambda"),
     ],
 )
 def test_bad_options_are_validation_errors_naming_the_key(model, key):
@@ -200,20 +200,36 @@ def test_equivariance_finetuning_shrinks_a_planted_readout_bias():
     assert after < 0.15 * math.sqrt(start / 3)
 
 
-SPHERICAL_IRREPS = [  # lambda = 2 and 1 proper blocks; a scalar and a pseudovector
-    {"o3_lambda": 2, "o3_sigma": 1},
-    {"o3_lambda": 0, "o3_sigma": 1},
-    {"o3_lambda": 1, "o3_sigma": 1},
-    {"o3_lambda": 1, "o3_sigma": -1},
+SPHERICAL_IRREPS = [  # every sector up to lambda = 3, proper (sigma = 1) and pseudo
+    {"o3_lambda": o3_lambda, "o3_sigma": o3_sigma} for o3_lambda in range(4) for o3_sigma in (1, -1)
 ]
-LAMBDA_2 = "mtt::tensor[o3_lambda=2,o3_sigma=1]"
+
+
+def sector(o3_lambda: int, o3_sigma: int) -> str:
+    return f"mtt::tensor[o3_lambda={o3_lambda},o3_sigma={o3_sigma}]"
+
+
+LAMBDA_2 = sector(2, 1)
+ON_THE_BASIS = [  # every block the readout covers: forces, spherical, general rank 2
+    "mtt::direct_forces",
+    sector(1, 1),
+    LAMBDA_2,
+    sector(3, 1),
+    sector(0, -1),
+    sector(1, -1),
+    sector(2, -1),
+    "mtt::born_charges",
+]
 
 
 def tensor_dataset_info() -> DatasetInfo:
-    """Direct forces (Cartesian vectors) and a spherical target of several blocks."""
+    """Direct forces (Cartesian vectors), a spherical target of every sector up to
+    lambda = 3 and a general rank-2 per-atom target (as Born effective charges)."""
     info = vector_dataset_info()
     spherical = {"spherical": {"irreps": SPHERICAL_IRREPS}}
     info.targets["mtt::tensor"] = target_info("mtt::tensor", spherical, subtargets=2)
+    rank_2 = {"cartesian": {"rank": 2}}
+    info.targets["mtt::born_charges"] = target_info("mtt::born_charges", rank_2)
     return info
 
 
@@ -231,68 +247,144 @@ def tensor_basis_model(readout: bool, lmax, **extra) -> torch.nn.Module:
     return EquiscopeModel(hypers, tensor_dataset_info()).to(torch.float64).eval()
 
 
+TARGETS = ("mtt::direct_forces", "mtt::tensor", "mtt::born_charges")
+
+
 def tensor_basis_audit(model):
-    """The report's outputs: direct forces and the spherical target's blocks."""
+    """The report's outputs: direct forces, the spherical target's blocks, the rank-2
+    target."""
     structures = [Structure(system=molecule(torch.Generator().manual_seed(3)), index=0)]
     report = audit(
         wrap_model(model),
         structures,
-        grid=eq.grid("lebedev", degree=6, inversion=True),
-        outputs=["mtt::direct_forces", "mtt::tensor"],
+        grid=eq.grid("lebedev", degree=8, inversion=True),
+        outputs=list(TARGETS),
         convergence_structures=0,
         progress=False,
     )
     return report["outputs"]
 
 
-@pytest.mark.parametrize("output", ["mtt::direct_forces", LAMBDA_2])
-def test_tensor_basis_readout_is_exactly_equivariant_on_an_invariant_trunk(output):
-    """lmax = 0 edges: the trunk sees distances only, so its coefficients are
-    invariant and sum_j c_ij Y_lambda(r_hat_ij) rotates exactly (lambda = 1: Cartesian
-    vectors; lambda = 2: spherical); PET's own readout of the same invariant features
-    gives an invariant output, far from equivariant."""
-    exact = tensor_basis_audit(tensor_basis_model(True, 0))[output]
-    assert exact["rms_value"] > 1e-2
+@pytest.fixture(scope="module")
+def invariant_trunk_audits():
+    """Audits of an invariant trunk (lmax = 0 edges: distances only) with the
+    tensor-basis readout, and with PET's."""
+    return {readout: tensor_basis_audit(tensor_basis_model(readout, 0)) for readout in (1, 0)}
+
+
+@pytest.mark.parametrize("output", ON_THE_BASIS)
+def test_tensor_basis_readout_is_exactly_equivariant_on_an_invariant_trunk(
+    output, invariant_trunk_audits
+):
+    """The trunk's coefficients are invariant, so sum_j c_ij Y_lambda(r_hat_ij) (proper
+    blocks), the cross products of the channels sum_j a_ij r_hat_ij (pseudotensors), and
+    their sum (the general rank-2 target) rotate and invert exactly; PET's own readout of
+    the same invariant features is invariant, far from equivariant."""
+    exact = invariant_trunk_audits[1][output]
+    assert exact["rms_value"] > 1e-3
     assert exact["equivariance_rmse"] < 1e-12 * exact["rms_value"]
-    plain = tensor_basis_audit(tensor_basis_model(False, 0))[output]
+    plain = invariant_trunk_audits[0][output]
     assert plain["equivariance_rmse"] > 0.3 * plain["rms_value"]
 
 
-def test_tensor_basis_max_lambda_1_leaves_lambda_2_on_pets_readout():
+def test_pseudotensors_beyond_lambda_2_keep_pets_readout(invariant_trunk_audits):
+    """lambda = 3, sigma = -1 has no basis: PET's readout, invariant on this trunk."""
+    block = invariant_trunk_audits[1][sector(3, -1)]
+    assert block["equivariance_rmse"] > 0.3 * block["rms_value"]
+
+
+def test_the_general_rank_2_readout_has_an_exact_antisymmetric_part():
+    """The rank-2 target's antisymmetric part (the axial vector sum_c u_c x v_c) is
+    there, not only its symmetric part from one edge: under a proper rotation R it
+    goes to R A R^T and under inversion it stays (a proper tensor, from two edges)."""
+    from metatomic.torch import ModelOutput
+    from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+    model = tensor_basis_model(True, 0)
+    requests = model.requested_neighbor_lists()
+    system = molecule(torch.Generator().manual_seed(5))
+    rotation = torch.as_tensor(eq.grid("octahedral").rotations[7], dtype=torch.float64)
+    values = {}
+    for name, matrix in (("id", torch.eye(3, dtype=torch.float64)), ("R", rotation)):
+        for sign in (1, -1):
+            moved = rotated_system(system, sign * matrix)
+            moved = get_system_with_neighbor_lists(moved, requests)
+            outputs = model([moved], {"mtt::born_charges": ModelOutput(sample_kind="atom")})
+            values[name, sign] = outputs["mtt::born_charges"].block().values[..., 0]
+    tensor = values["id", 1].detach()
+    scale = float(tensor.norm())
+    antisymmetric = 0.5 * (tensor - tensor.transpose(1, 2))
+    assert antisymmetric.norm() > 1e-3 * scale  # one edge alone gives exactly 0
+    expected = rotation @ tensor @ rotation.T
+    for sign in (1, -1):
+        assert torch.allclose(values["R", sign], expected, rtol=0, atol=1e-12 * scale)
+    assert torch.allclose(values["id", -1], tensor, rtol=0, atol=1e-12 * scale)
+
+
+def test_tensor_basis_max_lambda_1_leaves_lambda_2_on_pets_readout(invariant_trunk_audits):
     """``tensor_basis_max_lambda: 1`` (what checkpoints before version 3 did): the
-    lambda = 2 block is PET's readout again, so an invariant trunk gives it no
-    equivariance, while the lambda = 1 blocks stay exact."""
+    lambda = 2 blocks and the rank-2 target are PET's readout again, so an invariant
+    trunk gives them no equivariance, while the lambda = 1 blocks stay exact."""
     outputs = tensor_basis_audit(tensor_basis_model(True, 0, tensor_basis_max_lambda=1))
-    assert outputs[LAMBDA_2]["equivariance_rmse"] > 0.3 * outputs[LAMBDA_2]["rms_value"]
-    forces = outputs["mtt::direct_forces"]
-    assert forces["equivariance_rmse"] < 1e-12 * forces["rms_value"]
+    for name in (LAMBDA_2, sector(2, -1), sector(3, 1), "mtt::born_charges"):
+        assert outputs[name]["equivariance_rmse"] > 0.3 * outputs[name]["rms_value"], name
+    for name in ("mtt::direct_forces", sector(1, 1), sector(1, -1)):
+        exact = outputs[name]
+        assert exact["equivariance_rmse"] < 1e-12 * exact["rms_value"], name
 
 
-def test_tensor_basis_readout_takes_proper_lambda_1_and_2_blocks_and_exports(tmp_path):
+def test_without_cross_products_pseudotensors_keep_pets_readout():
+    """``tensor_basis_cross_products: false`` (what checkpoints before version 4 did)."""
+    model = tensor_basis_model(True, 0, tensor_basis_cross_products=False)
+    outputs = tensor_basis_audit(model)
+    for name in (sector(0, -1), sector(1, -1), sector(2, -1), "mtt::born_charges"):
+        assert outputs[name]["equivariance_rmse"] > 0.3 * outputs[name]["rms_value"], name
+    for name in ("mtt::direct_forces", LAMBDA_2, sector(3, 1)):
+        exact = outputs[name]
+        assert exact["equivariance_rmse"] < 1e-12 * exact["rms_value"], name
+
+
+def test_tensor_basis_readout_takes_the_blocks_it_covers_and_exports(tmp_path):
     from metatomic.torch import ModelEvaluationOptions, ModelOutput, load_atomistic_model
     from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
 
+    from equiscope_metatrain.tensor_basis import CROSS_CHANNELS
+
     model = tensor_basis_model(True, None)
-    assert dict(model.backend.tensor_basis_blocks) == {
-        "mtt::direct_forces/mtt::direct_forces___0": 0,
-        "mtt::tensor/mtt::tensor_o3_lambda_1_o3_sigma_1": 1,
-        "mtt::tensor/mtt::tensor_o3_lambda_2_o3_sigma_1": 2,
+    blocks = {
+        name.split("/")[1].replace("mtt::tensor_", ""): kind
+        for name, kind in model.backend.tensor_basis_blocks.items()
     }
-    sizes = {"mtt::direct_forces___0": 1}  # one coefficient per property
-    sizes.update({f"mtt::tensor_o3_lambda_{lam}_o3_sigma_1": 2 for lam in (1, 2)})
+    assert blocks == {
+        "mtt::direct_forces___0": 0,  # VECTOR
+        "o3_lambda_1_o3_sigma_1": 1,  # SPHERICAL
+        "o3_lambda_2_o3_sigma_1": 1,
+        "o3_lambda_3_o3_sigma_1": 1,
+        "o3_lambda_0_o3_sigma_-1": 4,  # PSEUDOSCALAR
+        "o3_lambda_1_o3_sigma_-1": 5,  # PSEUDOVECTOR
+        "o3_lambda_2_o3_sigma_-1": 6,  # PSEUDO_LAMBDA_2
+        "mtt::born_charges___0": 7,  # RANK_2
+    }
+    c = CROSS_CHANNELS
+    sizes = {"mtt::direct_forces___0": 1, "mtt::born_charges___0": 2 + 2 * c}
+    sizes.update({f"mtt::tensor_o3_lambda_{lam}_o3_sigma_1": 2 for lam in (1, 2, 3)})
+    sizes.update(
+        {  # coefficients per edge x 2 properties
+            "mtt::tensor_o3_lambda_0_o3_sigma_-1": 3 * c * 2,
+            "mtt::tensor_o3_lambda_1_o3_sigma_-1": 2 * c * 2,
+            "mtt::tensor_o3_lambda_2_o3_sigma_-1": 3 * c * 2,
+        }
+    )
     sizes["mtt::tensor_o3_lambda_0_o3_sigma_1"] = 2  # PET's readout: 2 properties
-    sizes["mtt::tensor_o3_lambda_1_o3_sigma_-1"] = 3 * 2  # PET's readout: 3 x 2
-    for target in ("mtt::direct_forces", "mtt::tensor"):
+    sizes["mtt::tensor_o3_lambda_3_o3_sigma_-1"] = 7 * 2  # PET's readout: 7 x 2
+    for target in TARGETS:
         for per_key in model.backend.edge_last_layers[target]:
             for key, linear in per_key.items():
                 assert linear.out_features == sizes[key], key
     system = get_system_with_neighbor_lists(
         molecule(torch.Generator().manual_seed(4)), model.requested_neighbor_lists()
     )
-    request = {
-        "mtt::direct_forces": ModelOutput(sample_kind="atom"),
-        "mtt::tensor": ModelOutput(sample_kind="atom"),
-    }
+    request = {name: ModelOutput(sample_kind="atom") for name in TARGETS}
     eager = model([system], request)
     model.export().save(str(tmp_path / "model.pt"))  # TorchScript happens here
     exported = load_atomistic_model(str(tmp_path / "model.pt"))
@@ -314,40 +406,53 @@ def test_tensor_basis_readout_trains_every_readout_parameter():
     system = get_system_with_neighbor_lists(
         molecule(torch.Generator().manual_seed(4)), model.requested_neighbor_lists()
     )
-    targets = ("mtt::direct_forces", "mtt::tensor")
-    outputs = model([system], {name: ModelOutput(sample_kind="atom") for name in targets})
-    loss = sum(block.values.square().sum() for name in targets for block in outputs[name])
+    outputs = model([system], {name: ModelOutput(sample_kind="atom") for name in TARGETS})
+    loss = sum(block.values.square().sum() for name in TARGETS for block in outputs[name])
     loss.backward()
     for layers in (model.backend.node_last_layers, model.backend.edge_last_layers):
-        for target in targets:
+        for target in TARGETS:
             for per_key in layers[target]:
                 for linear in per_key.values():
                     assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
 
 
-def test_a_version_2_checkpoint_keeps_lambda_2_on_pets_readout_after_the_upgrade():
-    """Checkpoints before version 3 read only lambda = 1 out on the edge basis; the
-    upgrade records ``tensor_basis_max_lambda: 1``, so their lambda = 2 weights load
-    into the same layers and give the same outputs."""
+@pytest.mark.parametrize(
+    ("version", "old_hypers"),
+    [
+        (2, {"tensor_basis_max_lambda": 1, "tensor_basis_cross_products": False}),
+        (3, {"tensor_basis_max_lambda": 2, "tensor_basis_cross_products": False}),
+    ],
+)
+def test_an_old_checkpoint_keeps_its_readouts_after_the_upgrade(version, old_hypers):
+    """Version 2 read only lambda = 1 out on the edge basis, version 3 no pseudotensors
+    or general rank-2 targets; the upgrades record ``tensor_basis_max_lambda: 1`` and
+    ``tensor_basis_cross_products: false``, so the old weights load into the same layers
+    and give the same outputs."""
     from metatomic.torch import ModelOutput
     from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
 
     from equiscope_metatrain.architecture import EquiscopeModel
 
-    old = tensor_basis_model(True, None, tensor_basis_max_lambda=1)
+    old = tensor_basis_model(True, None, **old_hypers)
     checkpoint = copy.deepcopy(old.get_checkpoint())
-    checkpoint["model_ckpt_version"] = 2  # as version 2 wrote it: no such hyper
-    del checkpoint["model_data"]["model_hypers"]["tensor_basis_max_lambda"]
+    checkpoint["model_ckpt_version"] = version  # as it was written: without the new hypers
+    hypers = checkpoint["model_data"]["model_hypers"]
+    del hypers["tensor_basis_cross_products"]
+    if version == 2:
+        del hypers["tensor_basis_max_lambda"]
     upgraded = EquiscopeModel.upgrade_checkpoint(checkpoint)
     assert upgraded["model_ckpt_version"] == EquiscopeModel.__checkpoint_version__
     model = EquiscopeModel.load_checkpoint(upgraded, "export").to(torch.float64).eval()
-    assert "mtt::tensor/mtt::tensor_o3_lambda_2_o3_sigma_1" not in model.backend.tensor_basis_blocks
+    assert model.backend.tensor_basis_blocks == old.backend.tensor_basis_blocks
+    assert "mtt::born_charges/mtt::born_charges___0" not in model.backend.tensor_basis_blocks
     system = get_system_with_neighbor_lists(
         molecule(torch.Generator().manual_seed(4)), model.requested_neighbor_lists()
     )
-    request = {"mtt::tensor": ModelOutput(sample_kind="atom")}
-    for key, block in old([system], request)["mtt::tensor"].items():
-        assert torch.equal(model([system], request)["mtt::tensor"].block(key).values, block.values)
+    request = {name: ModelOutput(sample_kind="atom") for name in TARGETS}
+    after = model([system], request)
+    for name, tensor_map in old([system], request).items():
+        for key, block in tensor_map.items():
+            assert torch.equal(after[name].block(key).values, block.values)
 
 
 def direct_stress_model(readout: bool) -> torch.nn.Module:
@@ -434,10 +539,9 @@ def test_tensor_basis_reads_out_a_variant_target():
     )["model"]
     torch.manual_seed(0)
     model = EquiscopeModel(hypers, info).to(torch.float64).eval()
-    assert (
-        model.backend.tensor_basis_blocks["mtt::tensor/pbe/mtt::tensor/pbe_o3_lambda_2_o3_sigma_1"]
-        == 2
-    )
+    name = "mtt::tensor/pbe/mtt::tensor/pbe_o3_lambda_2_o3_sigma_1"
+    assert model.backend.tensor_basis_blocks[name] == 1  # SPHERICAL
+    assert model.backend.tensor_basis_lambdas[name] == 2
     report = audit(
         wrap_model(model),
         [Structure(system=molecule(torch.Generator().manual_seed(3)), index=0)],
