@@ -23,12 +23,18 @@ tensor-basis readout sum_j c_ij Y_2(r_hat_ij).
 ``--target stress``: the EMT stress learned directly as ``non_conservative_stress``.
 Runs: PET's readout vs the tensor basis sum_j (a_ij r_hat r_hat^T + b_ij 1) / V.
 
+``--target born``: a general (non-symmetric) rank-2 per-atom target, the Born effective
+charges Z_i[a, b] = dP_a / dr_ib of a charge-equilibration (QEq) model of rattled G2
+molecules (H, C, N, O; P = sum_j q_j r_j, the charges flow as atoms move, so Z has an
+antisymmetric part). Runs: PET's readout vs the tensor basis sum_j (a r_hat r_hat^T +
+b 1) + [sum_c u_c x v_c]_x (the antisymmetric part from cross products of two edges).
+
 For each run: validation RMSE of the forces (metatrain's own, last epoch) and the
 equivariance RMSE of the same output from the symmetry monitor (octahedral grid with
 inversion, 4 validation structures, last epoch). Prints a table and plots both.
 
 Run: OMP_NUM_THREADS=1 python examples/07_metatrain_inductive_biases.py
-     [--target forces|efg|stress] [--epochs 30] [--structures 64] [--output inductive_biases.png]
+     [--target forces|efg|stress|born] [--epochs 30] [--structures 64] [--output inductive_biases.png]
 """
 
 import os
@@ -78,6 +84,17 @@ TARGETS = {  # --target: (target name, metatrain's target options, label)
         },
         "stress RMSE",
     ),
+    "born": (
+        "mtt::born_charges",
+        {
+            "key": "born",
+            "quantity": "",
+            "unit": "",
+            "type": {"cartesian": {"rank": 2}},
+            "per_atom": True,
+        },
+        "Born charge RMSE",
+    ),
     "efg": (
         "mtt::efg",
         {
@@ -104,6 +121,7 @@ DEFAULT_RUNS = {
     "forces": [name for name in RUNS if name != "PET readout"],  # "linear" is PET's
     "efg": ["PET readout", "tensor basis"],
     "stress": ["PET readout", "tensor basis"],
+    "born": ["PET readout", "tensor basis"],
 }
 
 
@@ -124,6 +142,74 @@ def field_gradients(atoms, cutoff: float = 6.0, switch: float = 5.0):
     tensors = np.zeros((len(atoms), 3, 3))
     np.add.at(tensors, first, weight[:, None, None] * outer)
     return eq.cartesian_to_spherical(torch.from_numpy(tensors), rank=2)[(2, 1)].numpy()
+
+
+QEQ = {  # electronegativity chi and hardness J in eV (Rappe and Goddard, 1991)
+    "H": (4.528, 13.890),
+    "C": (5.343, 10.126),
+    "N": (6.899, 11.760),
+    "O": (8.741, 13.364),
+}
+COULOMB = 14.399645  # e^2 / (4 pi epsilon_0) in eV A
+
+
+def qeq_charges(positions, symbols, screening: float = 1.5):
+    """Charge-equilibration charges of a neutral molecule (torch, differentiable):
+    minimise sum_i (chi_i q_i + J_i q_i^2 / 2) + sum_{i<j} q_i q_j k / sqrt(r_ij^2 + a^2)
+    subject to sum_i q_i = 0 (a linear system). The kernel k / sqrt(r^2 + a^2) is
+    positive definite, so with a = 1.5 A (k / a = 9.6 eV, below every J) the quadratic
+    form is too: no polarisation catastrophe at short distances."""
+    import torch
+
+    chi = torch.tensor([QEQ[s][0] for s in symbols], dtype=positions.dtype)
+    hardness = torch.tensor([QEQ[s][1] for s in symbols], dtype=positions.dtype)
+    n = len(symbols)
+    squared = (positions[:, None, :] - positions[None, :, :]).square().sum(-1)
+    off_diagonal = 1.0 - torch.eye(n, dtype=positions.dtype)
+    coulomb = COULOMB / torch.sqrt(squared + screening**2) * off_diagonal
+    matrix = torch.zeros(n + 1, n + 1, dtype=positions.dtype)
+    matrix[:n, :n] = coulomb + torch.diag(hardness)
+    matrix[:n, n] = 1.0
+    matrix[n, :n] = 1.0
+    right = torch.cat([-chi, torch.zeros(1, dtype=positions.dtype)])
+    return torch.linalg.solve(matrix, right)[:n]
+
+
+def born_charges(atoms):
+    """``[n_atoms, 9]``: the Born effective charges of the QEq model, Z_i[a, b] =
+    dP_a / dr_ib with P = sum_j q_j r_j (row-major 3 x 3, not symmetric: the charges
+    flow as the atoms move). They sum to zero over the atoms (the molecule is neutral)."""
+    import torch
+
+    symbols = atoms.get_chemical_symbols()
+    positions = torch.tensor(atoms.positions, dtype=torch.float64)
+
+    def dipole(r):
+        return (qeq_charges(r, symbols)[:, None] * r).sum(dim=0)
+
+    jacobian = torch.autograd.functional.jacobian(dipole, positions)  # [a, atom, b]
+    return jacobian.permute(1, 0, 2).reshape(len(atoms), 9).numpy()
+
+
+def generate_molecules(path: Path, n: int, *, seed: int = 0) -> Path:
+    """``n`` rattled copies (0.1 A) of the molecules of ASE's G2 set made of H, C, N, O
+    with 3 to 12 atoms (in turn), with their QEq Born charges as ``born``."""
+    import ase.io
+    from ase.collections import g2
+
+    molecules = [
+        atoms
+        for atoms in g2
+        if set(atoms.get_chemical_symbols()) <= set(QEQ) and 3 <= len(atoms) <= 12
+    ]
+    frames = []
+    for index in range(n):
+        atoms = molecules[index % len(molecules)].copy()
+        atoms.rattle(0.1, seed=seed + index)
+        atoms.arrays["born"] = born_charges(atoms)
+        frames.append(atoms)
+    ase.io.write(str(path), frames, format="extxyz")
+    return path
 
 
 def add_field_gradients(path: Path) -> Path:
@@ -213,7 +299,10 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.workdir or scratch).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        data = generate_copper(work / "copper.xyz", args.structures, seed=args.seed)
+        if args.target == "born":
+            data = generate_molecules(work / "molecules.xyz", args.structures, seed=args.seed)
+        else:
+            data = generate_copper(work / "copper.xyz", args.structures, seed=args.seed)
         if args.target == "efg":
             add_field_gradients(data)
         results = {}

@@ -199,10 +199,49 @@ def test_field_gradient_target_known_answers():
     assert np.abs(example.field_gradients(fcc)).max() < 1e-12
 
 
+def test_born_charge_target_known_answers():
+    """QEq Born charges Z_i[a, b] = dP_a / dr_ib: a heteronuclear dimer along z has
+    Z_xx = Z_yy = q (moving sideways keeps the distance, so the charge) and no
+    off-diagonal part; every molecule's charges sum to zero over the atoms (it stays
+    neutral), rotate as R Z R^T, and carry an antisymmetric part (charge flow)."""
+    import ase
+    import numpy as np
+    import torch
+    from ase.collections import g2
+    from scipy.spatial.transform import Rotation
+
+    example = _example_module("07_metatrain_inductive_biases")
+    dimer = ase.Atoms("CO", positions=[[0, 0, 0], [0, 0, 1.13]])
+    born = example.born_charges(dimer).reshape(2, 3, 3)
+    charges = example.qeq_charges(torch.tensor(dimer.positions), ["C", "O"]).numpy()
+    assert charges[0] > 0.05 and abs(charges.sum()) < 1e-14  # C gives charge to O
+    for atom in range(2):
+        assert np.allclose(np.diag(born[atom])[:2], charges[atom], rtol=1e-12, atol=0)
+        assert np.abs(born[atom] - np.diag(np.diag(born[atom]))).max() < 1e-14
+    assert abs(born[0, 2, 2] - charges[0]) > 0.01  # along the bond the charge flows
+
+    molecule = g2["CH3CH2OH"].copy()
+    molecule.rattle(0.1, seed=1)
+    born = example.born_charges(molecule).reshape(-1, 3, 3)
+    assert np.abs(born.sum(axis=0)).max() < 1e-12 * np.abs(born).max()
+    antisymmetric = 0.5 * (born - born.transpose(0, 2, 1))
+    assert np.linalg.norm(antisymmetric) > 0.05 * np.linalg.norm(born)
+    rotation = Rotation.from_rotvec([0.3, -1.1, 0.7]).as_matrix()
+    rotated = molecule.copy()
+    rotated.positions = molecule.positions @ rotation.T
+    expected = np.einsum("ab,ibc,dc->iad", rotation, born, rotation)
+    assert np.allclose(example.born_charges(rotated).reshape(-1, 3, 3), expected, atol=1e-12)
+
+
 @pytest.mark.parametrize(
-    ("target", "name"), [("efg", "mtt::efg"), ("stress", "non_conservative_stress")]
+    ("target", "name"),
+    [
+        ("efg", "mtt::efg"),
+        ("stress", "non_conservative_stress"),
+        ("born", "mtt::born_charges"),
+    ],
 )
-def test_inductive_bias_example_trains_a_lambda_2_target(tmp_path, target, name):
+def test_inductive_bias_example_trains_a_tensor_target(tmp_path, target, name):
     figure = tmp_path / "figure.png"
     rows, output = _inductive_bias_example(figure, "--target", target)
     assert [row[:2] for row in rows] == [["PET", "readout"], ["tensor", "basis"]]
