@@ -34,7 +34,8 @@ equivariance RMSE of the same output from the symmetry monitor (octahedral grid 
 inversion, 4 validation structures, last epoch). Prints a table and plots both.
 
 Run: OMP_NUM_THREADS=1 python examples/07_metatrain_inductive_biases.py
-     [--target forces|efg|stress|born] [--epochs 30] [--structures 64] [--output inductive_biases.png]
+     [--target forces|efg|stress|born] [--epochs 30] [--structures 64]
+     [--output inductive_biases.png]
 """
 
 import os
