@@ -1,6 +1,6 @@
 """Minimal inductive biases, measured: train ``experimental.equiscope`` with metatrain
-on a direct-force (vector) target, or a lambda = 2 target, and compare accuracy and
-symmetry.
+on a direct-force (vector), lambda = 2, direct-stress or Born-charge (general rank-2)
+target, and compare accuracy and symmetry.
 
 Studies (EMT copper, 8-atom cells; ``--target forces``: the vector target is the EMT
 force, learned directly, without energy):
@@ -29,7 +29,7 @@ molecules (H, C, N, O; P = sum_j q_j r_j, the charges flow as atoms move, so Z h
 antisymmetric part). Runs: PET's readout vs the tensor basis sum_j (a r_hat r_hat^T +
 b 1) + [sum_c u_c x v_c]_x (the antisymmetric part from cross products of two edges).
 
-For each run: validation RMSE of the forces (metatrain's own, last epoch) and the
+For each run: validation RMSE of the target (metatrain's own, last epoch) and the
 equivariance RMSE of the same output from the symmetry monitor (octahedral grid with
 inversion, 4 validation structures, last epoch). Prints a table and plots both.
 

@@ -29,8 +29,10 @@ into vector channels ``u_i^{cp} = sum_j f_c(r_ij) a_ij^{cp} r_hat_ij`` (and like
   b 1) + [sum_c u_c x v_c]_x`` (its symmetric part from one edge, its antisymmetric
   part, an axial vector, from two).
 
-Other blocks keep PET's readout (pseudotensors with ``o3_lambda >= 3``, proper ones
-beyond ``max_lambda``). The coefficient is the sum of PET's edge readout of ``ij`` and
+Other blocks keep PET's readout: proper scalars (invariant already), pseudotensors with
+``o3_lambda >= 3``, proper blocks beyond ``max_lambda``; with ``max_lambda = 1`` also
+every rank-2 and lambda = 2 block; without ``cross_products`` the pseudotensors and
+the general rank-2 targets. The coefficient is the sum of PET's edge readout of ``ij`` and
 its node readout of ``i`` (so every parameter is used). metatrain's LLPR uncertainties
 assume outputs linear in the last-layer features, which these blocks are not.
 
@@ -268,11 +270,13 @@ class TensorBasisBackend(PETBackend):
                                         o3_lambda = self.tensor_basis_lambdas[name]
                                     # c_ij: edge readout of ij + node readout of i
                                     coefficients = linear(features) + node_terms[key].unsqueeze(1)
+                                    # (explicit sizes: a batch without edges has none)
+                                    size = basis_size(kind, self.tensor_basis_channels)
                                     coefficients = coefficients.reshape(
                                         coefficients.shape[0],
                                         coefficients.shape[1],
-                                        basis_size(kind, self.tensor_basis_channels),
-                                        -1,
+                                        size,
+                                        coefficients.shape[2] // size,
                                     )
                                     value = self._basis_values(
                                         kind, o3_lambda, coefficients, unit, weight, harmonics

@@ -224,12 +224,13 @@ ON_THE_BASIS = [  # every block the readout covers: forces, spherical, general r
 
 def tensor_dataset_info() -> DatasetInfo:
     """Direct forces (Cartesian vectors), a spherical target of every sector up to
-    lambda = 3 and a general rank-2 per-atom target (as Born effective charges)."""
+    lambda = 3 and a general rank-2 per-atom target (as Born effective charges), two
+    properties each."""
     info = vector_dataset_info()
     spherical = {"spherical": {"irreps": SPHERICAL_IRREPS}}
     info.targets["mtt::tensor"] = target_info("mtt::tensor", spherical, subtargets=2)
     rank_2 = {"cartesian": {"rank": 2}}
-    info.targets["mtt::born_charges"] = target_info("mtt::born_charges", rank_2)
+    info.targets["mtt::born_charges"] = target_info("mtt::born_charges", rank_2, subtargets=2)
     return info
 
 
@@ -296,7 +297,8 @@ def test_pseudotensors_beyond_lambda_2_keep_pets_readout(invariant_trunk_audits)
 def test_the_general_rank_2_readout_has_an_exact_antisymmetric_part():
     """The rank-2 target's antisymmetric part (the axial vector sum_c u_c x v_c) is
     there, not only its symmetric part from one edge: under a proper rotation R it
-    goes to R A R^T and under inversion it stays (a proper tensor, from two edges)."""
+    goes to R A R^T and under inversion it stays (a proper tensor, from two edges);
+    both properties (the layout [atoms, 3, 3, properties] of PET's blocks)."""
     from metatomic.torch import ModelOutput
     from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
 
@@ -310,12 +312,14 @@ def test_the_general_rank_2_readout_has_an_exact_antisymmetric_part():
             moved = rotated_system(system, sign * matrix)
             moved = get_system_with_neighbor_lists(moved, requests)
             outputs = model([moved], {"mtt::born_charges": ModelOutput(sample_kind="atom")})
-            values[name, sign] = outputs["mtt::born_charges"].block().values[..., 0]
-    tensor = values["id", 1].detach()
+            values[name, sign] = outputs["mtt::born_charges"].block().values.detach()
+    tensor = values["id", 1]
+    assert tensor.shape[1:] == (3, 3, 2)
     scale = float(tensor.norm())
     antisymmetric = 0.5 * (tensor - tensor.transpose(1, 2))
-    assert antisymmetric.norm() > 1e-3 * scale  # one edge alone gives exactly 0
-    expected = rotation @ tensor @ rotation.T
+    for p in range(2):  # one edge alone gives exactly 0
+        assert antisymmetric[..., p].norm() > 1e-3 * tensor[..., p].norm()
+    expected = torch.einsum("ab,ibcp,dc->iadp", rotation, tensor, rotation)
     for sign in (1, -1):
         assert torch.allclose(values["R", sign], expected, rtol=0, atol=1e-12 * scale)
     assert torch.allclose(values["id", -1], tensor, rtol=0, atol=1e-12 * scale)
@@ -366,7 +370,7 @@ def test_tensor_basis_readout_takes_the_blocks_it_covers_and_exports(tmp_path):
         "mtt::born_charges___0": 7,  # RANK_2
     }
     c = CROSS_CHANNELS
-    sizes = {"mtt::direct_forces___0": 1, "mtt::born_charges___0": 2 + 2 * c}
+    sizes = {"mtt::direct_forces___0": 1, "mtt::born_charges___0": (2 + 2 * c) * 2}
     sizes.update({f"mtt::tensor_o3_lambda_{lam}_o3_sigma_1": 2 for lam in (1, 2, 3)})
     sizes.update(
         {  # coefficients per edge x 2 properties
@@ -394,6 +398,45 @@ def test_tensor_basis_readout_takes_the_blocks_it_covers_and_exports(tmp_path):
         for key, block in eager[name].items():
             expected = block.values
             assert torch.allclose(scripted[name].block(key).values, expected, atol=1e-12)
+
+
+def test_an_isolated_atom_gets_zero_tensors_from_the_basis(tmp_path):
+    """A single atom has no edges, so every block on the basis is zero (PET's readout
+    handles the same system); eager and exported alike (a batch without edges once
+    failed to reshape)."""
+    from metatomic.torch import (
+        ModelEvaluationOptions,
+        ModelOutput,
+        System,
+        load_atomistic_model,
+    )
+    from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+    model = tensor_basis_model(True, None)
+    atom = System(
+        types=torch.tensor([6], dtype=torch.int32),
+        positions=torch.zeros(1, 3, dtype=torch.float64),
+        cell=torch.zeros(3, 3, dtype=torch.float64),
+        pbc=torch.zeros(3, dtype=torch.bool),
+    )
+    atom = get_system_with_neighbor_lists(atom, model.requested_neighbor_lists())
+    request = {name: ModelOutput(sample_kind="atom") for name in TARGETS}
+    model.export().save(str(tmp_path / "model.pt"))
+    exported = load_atomistic_model(str(tmp_path / "model.pt"))
+    options = ModelEvaluationOptions(length_unit="angstrom", outputs=request)
+    for outputs in (model([atom], request), exported([atom], options, check_consistency=True)):
+        blocks = {name: dict(outputs[name].items()) for name in TARGETS}
+        on_basis = [blocks["mtt::direct_forces"], blocks["mtt::born_charges"]]
+        sectors = {
+            (int(k["o3_lambda"]), int(k["o3_sigma"])): b for k, b in blocks["mtt::tensor"].items()
+        }
+        del sectors[0, 1], sectors[3, -1]  # PET's readout
+        on_basis.append(sectors)
+        for per_key in on_basis:
+            for block in per_key.values():
+                assert block.values.shape[0] == 1 and torch.equal(
+                    block.values, torch.zeros_like(block.values)
+                )
 
 
 def test_tensor_basis_readout_trains_every_readout_parameter():
@@ -453,6 +496,40 @@ def test_an_old_checkpoint_keeps_its_readouts_after_the_upgrade(version, old_hyp
     for name, tensor_map in old([system], request).items():
         for key, block in tensor_map.items():
             assert torch.equal(after[name].block(key).values, block.values)
+
+
+def test_a_version_3_tensor_basis_checkpoint_written_by_the_old_code_gives_its_outputs():
+    """A tiny tensor-basis model saved by the version-3 code (``old_models/``, made by
+    ``make_v3_tensor_basis.py`` at commit a2657dd; forces, spherical blocks up to
+    lambda = 3 with sigma = +-1, a rank-2 target), upgraded and loaded by this code,
+    gives the outputs the old code gave, every block."""
+    import gzip
+
+    import metatomic.torch  # noqa: F401 - the checkpoint holds its TorchScript classes
+    from metatomic.torch import ModelOutput
+    from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+    from equiscope_metatrain.architecture import EquiscopeModel
+
+    path = Path(__file__).parent / "old_models" / "model-v3_tensor_basis.pt.gz"
+    with gzip.open(path, "rb") as handle:
+        reference = torch.load(handle, weights_only=False)
+    checkpoint = reference["checkpoint"]
+    assert checkpoint["model_ckpt_version"] == 3
+    upgraded = EquiscopeModel.upgrade_checkpoint(checkpoint)
+    model = EquiscopeModel.load_checkpoint(upgraded, "export").to(torch.float64).eval()
+    system = get_system_with_neighbor_lists(
+        molecule(torch.Generator().manual_seed(4)), model.requested_neighbor_lists()
+    )
+    names = list(reference["outputs"])
+    assert names == ["mtt::direct_forces", "mtt::tensor", "mtt::born_charges"]
+    outputs = model([system], {name: ModelOutput(sample_kind="atom") for name in names})
+    for name in names:
+        assert len(outputs[name]) == len(reference["outputs"][name]) > 0
+        for key, block in outputs[name].items():
+            expected = reference["outputs"][name][str(key.values.tolist())]
+            scale = float(expected.abs().max())
+            assert torch.allclose(block.values, expected, rtol=0, atol=1e-13 * scale), key
 
 
 def direct_stress_model(readout: bool) -> torch.nn.Module:

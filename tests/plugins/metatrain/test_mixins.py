@@ -194,7 +194,7 @@ class TestOutputTensorBasis(PETSizes, OutputTests, EquiscopeTests):
 class TestOutputTensorBasisHigherLambda(TestOutputTensorBasis):
     """Proper blocks beyond lambda = 2 (spherical harmonics of the edge directions)."""
 
-    @pytest.fixture(params=[3, 4])
+    @pytest.fixture(params=[3, 4, 5, 6])
     def o3_lambda(self, request):
         return request.param
 
