@@ -172,10 +172,13 @@ class TensorBasisBackend(PETBackend):
             values = torch.einsum("akp,akm,ak->amp", coefficients[:, :, 0], basis, weight)
             return values.reshape(atoms, -1)
         if kind == 3 or kind == 7:  # SYMMETRIC_RANK_2, RANK_2
-            outer = (unit.unsqueeze(-1) * unit.unsqueeze(-2)).reshape(atoms, -1, 9)
-            identity = torch.eye(3, dtype=unit.dtype, device=unit.device).reshape(1, 1, 9)
-            pair = torch.stack([outer, identity.expand_as(outer)], dim=2)
-            values = torch.einsum("akbp,akbc,ak->acp", coefficients[:, :, :2], pair, weight)
+            # sum_j f_c (a_j r_hat_j r_hat_j^T + b_j 1)
+            weighted = coefficients[:, :, 0] * weight.unsqueeze(-1)  # [atoms, neighbours, P]
+            values = torch.einsum("akp,akx,aky->axyp", weighted, unit, unit)
+            values = values.reshape(atoms, 9, weighted.shape[-1])
+            trace = torch.einsum("akp,ak->ap", coefficients[:, :, 1], weight)
+            identity = torch.eye(3, dtype=unit.dtype, device=unit.device).reshape(1, 9, 1)
+            values = values + identity * trace.unsqueeze(1)
             if kind == 7:  # RANK_2: the antisymmetric part from sum_c u_c x v_c
                 channels = _precise_channels(coefficients[:, :, 2:], unit, weight)
                 axial = _axials(channels, c).sum(dim=1).to(values.dtype)
