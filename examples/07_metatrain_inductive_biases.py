@@ -28,13 +28,16 @@ charges Z_i[a, b] = dP_a / dr_ib of a charge-equilibration (QEq) model of rattle
 molecules (H, C, N, O; P = sum_j q_j r_j, the charges flow as atoms move, so Z has an
 antisymmetric part). Runs: PET's readout vs the tensor basis sum_j (a r_hat r_hat^T +
 b 1) + [sum_c u_c x v_c]_x (the antisymmetric part from cross products of two edges).
+``--target born-axial``: a pseudovector (lambda = 1, sigma = -1) target, the axial
+vector of the same Born charges' antisymmetric part; the tensor basis reads it out as
+sum_c u_c x v_c.
 
 For each run: validation RMSE of the target (metatrain's own, last epoch) and the
 equivariance RMSE of the same output from the symmetry monitor (octahedral grid with
 inversion, 4 validation structures, last epoch). Prints a table and plots both.
 
 Run: OMP_NUM_THREADS=1 python examples/07_metatrain_inductive_biases.py
-     [--target forces|efg|stress|born] [--epochs 30] [--structures 64]
+     [--target forces|efg|stress|born|born-axial] [--epochs 30] [--structures 64]
      [--output inductive_biases.png]
 """
 
@@ -96,6 +99,17 @@ TARGETS = {  # --target: (target name, metatrain's target options, label)
         },
         "Born charge RMSE",
     ),
+    "born-axial": (
+        "mtt::born_axial",
+        {
+            "key": "born_axial",
+            "quantity": "",
+            "unit": "",
+            "type": {"spherical": {"irreps": [{"o3_lambda": 1, "o3_sigma": -1}]}},
+            "per_atom": True,
+        },
+        "axial Born RMSE",
+    ),
     "efg": (
         "mtt::efg",
         {
@@ -123,6 +137,7 @@ DEFAULT_RUNS = {
     "efg": ["PET readout", "tensor basis"],
     "stress": ["PET readout", "tensor basis"],
     "born": ["PET readout", "tensor basis"],
+    "born-axial": ["PET readout", "tensor basis"],
 }
 
 
@@ -194,9 +209,14 @@ def born_charges(atoms):
 
 def generate_molecules(path: Path, n: int, *, seed: int = 0) -> Path:
     """``n`` rattled copies (0.1 A) of the molecules of ASE's G2 set made of H, C, N, O
-    with 3 to 12 atoms (in turn), with their QEq Born charges as ``born``."""
+    with 3 to 12 atoms (in turn), with their QEq Born charges as ``born`` and the
+    pseudovector of their antisymmetric part (the lambda = 1, sigma = -1 block, same
+    norm) as ``born_axial``."""
     import ase.io
+    import torch
     from ase.collections import g2
+
+    import equiscope as eq
 
     molecules = [
         atoms
@@ -207,7 +227,10 @@ def generate_molecules(path: Path, n: int, *, seed: int = 0) -> Path:
     for index in range(n):
         atoms = molecules[index % len(molecules)].copy()
         atoms.rattle(0.1, seed=seed + index)
-        atoms.arrays["born"] = born_charges(atoms)
+        born = born_charges(atoms)
+        atoms.arrays["born"] = born
+        spherical = eq.cartesian_to_spherical(torch.from_numpy(born).reshape(-1, 3, 3), rank=2)
+        atoms.arrays["born_axial"] = spherical[(1, -1)].numpy()
         frames.append(atoms)
     ase.io.write(str(path), frames, format="extxyz")
     return path
@@ -300,7 +323,7 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.workdir or scratch).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        if args.target == "born":
+        if args.target.startswith("born"):
             data = generate_molecules(work / "molecules.xyz", args.structures, seed=args.seed)
         else:
             data = generate_copper(work / "copper.xyz", args.structures, seed=args.seed)

@@ -233,12 +233,29 @@ def test_born_charge_target_known_answers():
     assert np.allclose(example.born_charges(rotated).reshape(-1, 3, 3), expected, atol=1e-12)
 
 
+def test_axial_born_target_is_the_antisymmetric_part(tmp_path):
+    """``born_axial``: the lambda = 1, sigma = -1 block of the Born charges, of the same
+    norm as their antisymmetric part."""
+    import ase.io
+    import numpy as np
+
+    example = _example_module("07_metatrain_inductive_biases")
+    frames = ase.io.read(str(example.generate_molecules(tmp_path / "m.xyz", 3)), ":")
+    for atoms in frames:
+        born = atoms.arrays["born"].reshape(-1, 3, 3)
+        antisymmetric = 0.5 * (born - born.transpose(0, 2, 1))
+        norms = np.linalg.norm(atoms.arrays["born_axial"], axis=1)
+        assert np.allclose(norms, np.linalg.norm(antisymmetric, axis=(1, 2)), atol=1e-12)
+        assert norms.max() > 1e-3
+
+
 @pytest.mark.parametrize(
     ("target", "name"),
     [
         ("efg", "mtt::efg"),
         ("stress", "non_conservative_stress"),
         ("born", "mtt::born_charges"),
+        ("born-axial", "mtt::born_axial"),
     ],
 )
 def test_inductive_bias_example_trains_a_tensor_target(tmp_path, target, name):
