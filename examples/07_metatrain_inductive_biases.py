@@ -36,9 +36,16 @@ For each run: validation RMSE of the target (metatrain's own, last epoch) and th
 equivariance RMSE of the same output from the symmetry monitor (octahedral grid with
 inversion, 4 validation structures, last epoch). Prints a table and plots both.
 
+``--with-energy`` (copper targets) trains the EMT energy, with conservative forces and
+stress, next to the target, and adds the stress RMSE of the exported model on the
+validation cells: conservative, and for ``--target stress`` the direct one. ``--strain``
+and ``--rattle`` set how the copper cells are drawn; ``--learning-rate`` and
+``--batch-size`` go to metatrain.
+
 Run: OMP_NUM_THREADS=1 python examples/07_metatrain_inductive_biases.py
      [--target forces|efg|stress|born|born-axial] [--epochs 30] [--structures 64]
-     [--output inductive_biases.png]
+     [--with-energy] [--strain 0.02] [--rattle 0.12] [--learning-rate 1e-3]
+     [--batch-size 8] [--output inductive_biases.png]
 """
 
 import os
@@ -247,25 +254,34 @@ def add_field_gradients(path: Path) -> Path:
     return path
 
 
-def options(data: Path, epochs: int, model: dict, seed: int, target: str) -> dict:
-    name, target_options, _ = TARGETS[target]
+ENERGY = {  # --with-energy: the EMT energy, with conservative forces and stress
+    "key": "energy",
+    "unit": "eV",
+    "forces": {"key": "forces"},
+    "stress": {"key": "stress"},
+}
+
+
+def options(data: Path, model: dict, args: argparse.Namespace) -> dict:
+    name, target_options, _ = TARGETS[args.target]
+    targets = {name: target_options, **({"energy": ENERGY} if args.with_energy else {})}
     return {
-        "seed": seed,
+        "seed": args.seed,
         "architecture": {
             "name": "experimental.equiscope",
             "model": {"base": {"name": "pet", "model": copy.deepcopy(BASE)}, **model},
             "training": {
-                "num_epochs": epochs,
-                "batch_size": 8,
-                "learning_rate": 1.0e-3,
+                "num_epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "learning_rate": args.learning_rate,
                 "log_interval": 1,
                 "checkpoint_interval": 10000,
-                "monitor": {"interval": epochs, "structures": 4, "grid": "octahedral"},
+                "monitor": {"interval": args.epochs, "structures": 4, "grid": "octahedral"},
             },
         },
         "training_set": {
             "systems": {"read_from": str(data), "length_unit": "angstrom"},
-            "targets": {name: target_options},
+            "targets": targets,
         },
         "validation_set": 0.125,
         "test_set": 0.0,
@@ -276,6 +292,28 @@ def last_row(path: Path) -> dict:
     with open(path) as handle:
         rows = list(csv.DictReader(handle))
     return rows[-1]
+
+
+def exported_stress_rmse(run: Path, data: Path, *, direct: bool) -> float:
+    """RMSE per atom (meV/A^3, metatrain's normalisation: the error divided by the number
+    of atoms) of the exported model's stress on the run's validation cells, conservative
+    (the strain derivative of the energy) or ``direct`` (``non_conservative_stress``)."""
+    import ase.io
+    import numpy as np
+    from metatomic_ase import MetatomicCalculator
+
+    frames = ase.io.read(str(data), ":")
+    indices = [int(i) for i in (run / "indices" / "validation.txt").read_text().split()]
+    calculator = MetatomicCalculator(
+        str(run / "model.pt"), non_conservative="stress" if direct else False
+    )
+    errors = []
+    for index in indices:
+        reference = frames[index].get_stress(voigt=False)
+        atoms = frames[index].copy()
+        atoms.calc = calculator
+        errors.append((atoms.get_stress(voigt=False) - reference) / len(atoms))
+    return 1000.0 * float(np.sqrt(np.mean(np.square(errors))))
 
 
 def train(folder: Path, config: dict, target: str) -> dict:
@@ -296,12 +334,18 @@ def train(folder: Path, config: dict, target: str) -> dict:
     history = last_row(run / "train.csv")
     column = next(k for k in history if k.startswith(f"validation {name} RMSE"))
     monitor = last_row(run / "symmetry_monitor.csv")
-    return {
+    result = {
         "accuracy": float(history[column]),
         "accuracy_column": column,
         "equivariance": float(monitor[f"A:{name}"]),
         "seconds": seconds,
     }
+    if "energy" in config["training_set"]["targets"]:  # --with-energy
+        data = Path(config["training_set"]["systems"]["read_from"])
+        result["conservative stress"] = exported_stress_rmse(run, data, direct=False)
+        if target == "stress":
+            result["direct stress"] = exported_stress_rmse(run, data, direct=True)
+    return result
 
 
 def main():
@@ -311,6 +355,17 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target", choices=list(TARGETS), default="forces")
     parser.add_argument("--runs", help="comma-separated subset of " + ", ".join(RUNS))
+    parser.add_argument("--learning-rate", type=float, default=1.0e-3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--strain", type=float, default=0.02, help="copper cells: random strain (std)"
+    )
+    parser.add_argument("--rattle", type=float, default=0.12, help="copper cells: rattle (A)")
+    parser.add_argument(
+        "--with-energy",
+        action="store_true",
+        help="copper targets: also train the EMT energy with conservative forces and stress",
+    )
     parser.add_argument("--output", default="inductive_biases.png")
     parser.add_argument("--workdir", help="keep the runs here (default: a temp folder)")
     args = parser.parse_args()
@@ -319,25 +374,43 @@ def main():
     unknown = [name for name in names if name not in RUNS]
     if unknown:
         parser.error(f"unknown run {unknown[0]!r}; choose from {', '.join(RUNS)}")
+    molecules = args.target.startswith("born")
+    if molecules and args.with_energy:
+        parser.error(f"--with-energy needs copper cells, not --target {args.target}")
     label = TARGETS[args.target][2]
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.workdir or scratch).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        if args.target.startswith("born"):
+        if molecules:
             data = generate_molecules(work / "molecules.xyz", args.structures, seed=args.seed)
         else:
-            data = generate_copper(work / "copper.xyz", args.structures, seed=args.seed)
+            data = generate_copper(
+                work / "copper.xyz",
+                args.structures,
+                seed=args.seed,
+                strain=args.strain,
+                rattle=args.rattle,
+            )
         if args.target == "efg":
             add_field_gradients(data)
         results = {}
         for name in tqdm(names, desc="trainings"):
-            config = options(data, args.epochs, RUNS[name], args.seed, args.target)
+            config = options(data, RUNS[name], args)
             results[name] = train(work / name.replace(" ", "_"), config, args.target)
 
-    print(f"{'run':<12}{label + ' (val)':>18}{'equivariance RMSE':>19}{'seconds':>9}")
+    first = next(iter(results.values()))
+    extra = [key for key in ("direct stress", "conservative stress") if key in first]
+    header = f"{'run':<12}{label + ' (val)':>18}{'equivariance RMSE':>19}{'seconds':>9}"
+    print(header + "".join(f"{key:>21}" for key in extra))
     for name, r in results.items():
-        print(f"{name:<12}{r['accuracy']:>18.4g}{r['equivariance']:>19.4g}{r['seconds']:>9.0f}")
-    print(f"(accuracy: metatrain's '{next(iter(results.values()))['accuracy_column']}')")
+        row = f"{name:<12}{r['accuracy']:>18.4g}{r['equivariance']:>19.4g}{r['seconds']:>9.0f}"
+        print(row + "".join(f"{r[key]:>21.4g}" for key in extra))
+    print(f"(accuracy: metatrain's '{first['accuracy_column']}', last epoch)")
+    if extra:
+        print(
+            f"({', '.join(extra)}: RMSE per atom in meV/A^3 of the exported (best validation)"
+            " model on the validation cells)"
+        )
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     positions = range(len(results))

@@ -75,8 +75,11 @@ def with_emt_labels(atoms):
     return atoms
 
 
-def generate_copper(path: Path, n: int, *, seed: int = 0) -> Path:
-    """``n`` rattled, randomly strained 8-atom fcc Cu cells with EMT labels."""
+def generate_copper(
+    path: Path, n: int, *, seed: int = 0, strain: float = 0.02, rattle: float = 0.12
+) -> Path:
+    """``n`` 8-atom fcc Cu cells with EMT labels: the cell times ``1 + strain * N(0, 1)``
+    (a random 3 x 3 matrix), atoms rattled by ``rattle`` A (ASE's ``rattle``)."""
     import ase.build
     import ase.io
     import numpy as np
@@ -85,9 +88,9 @@ def generate_copper(path: Path, n: int, *, seed: int = 0) -> Path:
     frames = []
     for index in range(n):
         atoms = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat((1, 1, 2))
-        strain = np.eye(3) + 0.02 * generator.standard_normal((3, 3))
-        atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
-        atoms.rattle(0.12, seed=seed + index)
+        deformation = np.eye(3) + strain * generator.standard_normal((3, 3))
+        atoms.set_cell(atoms.cell.array @ deformation, scale_atoms=True)
+        atoms.rattle(rattle, seed=seed + index)
         frames.append(with_emt_labels(atoms))
     ase.io.write(str(path), frames, format="extxyz")
     return path
