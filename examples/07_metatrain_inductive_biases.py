@@ -40,7 +40,10 @@ inversion, 4 validation structures, last epoch). Prints a table and plots both.
 stress, next to the target, and adds the stress RMSE of the exported model on the
 validation cells: conservative, and for ``--target stress`` the direct one. ``--strain``
 and ``--rattle`` set how the copper cells are drawn; ``--learning-rate`` and
-``--batch-size`` go to metatrain.
+``--batch-size`` go to metatrain. For ``--target stress`` a feature probe asks how much
+of the stress the trunk's features carry, whatever the readout learned: the stress of
+fresh cells fitted linearly to the exported features summed over a cell and divided by
+its volume.
 
 Run: OMP_NUM_THREADS=1 python examples/07_metatrain_inductive_biases.py
      [--target forces|efg|stress|born|born-axial] [--epochs 30] [--structures 64]
@@ -316,7 +319,68 @@ def exported_stress_rmse(run: Path, data: Path, *, direct: bool) -> float:
     return 1000.0 * float(np.sqrt(np.mean(np.square(errors))))
 
 
-def train(folder: Path, config: dict, target: str) -> dict:
+def linear_fits(inputs, targets, sizes, fit: int, *, steps: int = 2000) -> dict:
+    """Fit ``targets`` [cells, k] to ``inputs`` [cells, f] linearly (with a constant) on
+    the first ``fit`` cells; RMSE per atom (``/ sizes``, x 1000) on the others of two fits:
+    ``"probe lstsq"``, the least-squares optimum, and ``"probe Adam"``, ``steps``
+    full-batch Adam steps (learning rate 1e-3, as in training) on centred and standardised
+    inputs and targets: how far gradient training gets towards that optimum."""
+    import numpy as np
+    import torch
+
+    def rmse(prediction: np.ndarray) -> float:
+        errors = (prediction - targets[fit:]) / sizes[fit:]
+        return 1000.0 * float(np.sqrt(np.mean(np.square(errors))))
+
+    with_constant = np.hstack([inputs, np.ones((len(inputs), 1))])
+    weights = np.linalg.lstsq(with_constant[:fit], targets[:fit], rcond=None)[0]
+
+    mean, scale = inputs[:fit].mean(0), inputs[:fit].std(0) + 1e-300
+    target_mean, target_scale = targets[:fit].mean(0), targets[:fit].std()
+    x = torch.from_numpy((inputs - mean) / scale)
+    y = torch.from_numpy((targets[:fit] - target_mean) / target_scale)
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(x.shape[1], y.shape[1], dtype=torch.float64)
+    with torch.no_grad():
+        bound = x.shape[1] ** -0.5
+        linear.weight.uniform_(-bound, bound, generator=generator)
+        linear.bias.zero_()
+    optimizer = torch.optim.Adam(linear.parameters(), lr=1.0e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(linear(x[:fit]), y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        gradient_fit = linear(x[fit:]).numpy() * target_scale + target_mean
+    return {"probe lstsq": rmse(with_constant[fit:] @ weights), "probe Adam": rmse(gradient_fit)}
+
+
+def stress_probe(model: Path, data: Path, fit: int) -> dict:
+    """How much of the stress the trunk's features carry, whatever the readout learned:
+    :func:`linear_fits` of the stress (eV/A^3; RMSE in meV/A^3 per atom) of the cells of
+    ``data`` to the export's ``feature`` output summed over each cell and divided by its
+    volume, ``sigma ~ W^T sum_i h_i / V + b`` (the form of PET's readout)."""
+    import ase.io
+    import numpy as np
+    from metatomic.torch import ModelOutput
+    from metatomic_ase import MetatomicCalculator
+
+    frames = ase.io.read(str(data), ":")
+    calculator = MetatomicCalculator(str(model))
+    request = {"feature": ModelOutput(sample_kind="system")}
+    inputs, targets, sizes = [], [], []
+    for atoms in frames:
+        summed = calculator.run_model(atoms, request)["feature"].block().values
+        inputs.append(summed.detach().double().numpy().ravel() / atoms.get_volume())
+        targets.append(atoms.get_stress(voigt=False).ravel())
+        sizes.append(len(atoms))
+    return linear_fits(np.array(inputs), np.array(targets), np.array(sizes)[:, None], fit)
+
+
+PROBE_CELLS, PROBE_FIT = 320, 256  # --target stress: fresh cells for stress_probe
+
+
+def train(folder: Path, config: dict, target: str, probe: Path | None = None) -> dict:
     name = TARGETS[target][0]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "options.yaml").write_text(yaml.safe_dump(config))
@@ -345,6 +409,8 @@ def train(folder: Path, config: dict, target: str) -> dict:
         result["conservative stress"] = exported_stress_rmse(run, data, direct=False)
         if target == "stress":
             result["direct stress"] = exported_stress_rmse(run, data, direct=True)
+    if probe is not None:
+        result.update(stress_probe(run / "model.pt", probe, PROBE_FIT))
     return result
 
 
@@ -393,23 +459,40 @@ def main():
             )
         if args.target == "efg":
             add_field_gradients(data)
+        probe = None
+        if args.target == "stress":
+            probe = generate_copper(
+                work / "probe.xyz",
+                PROBE_CELLS,
+                seed=args.seed + 1000,
+                strain=args.strain,
+                rattle=args.rattle,
+            )
         results = {}
         for name in tqdm(names, desc="trainings"):
             config = options(data, RUNS[name], args)
-            results[name] = train(work / name.replace(" ", "_"), config, args.target)
+            results[name] = train(work / name.replace(" ", "_"), config, args.target, probe)
 
     first = next(iter(results.values()))
-    extra = [key for key in ("direct stress", "conservative stress") if key in first]
+    columns = ("direct stress", "conservative stress", "probe lstsq", "probe Adam")
+    extra = [key for key in columns if key in first]
     header = f"{'run':<12}{label + ' (val)':>18}{'equivariance RMSE':>19}{'seconds':>9}"
     print(header + "".join(f"{key:>21}" for key in extra))
     for name, r in results.items():
         row = f"{name:<12}{r['accuracy']:>18.4g}{r['equivariance']:>19.4g}{r['seconds']:>9.0f}"
         print(row + "".join(f"{r[key]:>21.4g}" for key in extra))
     print(f"(accuracy: metatrain's '{first['accuracy_column']}', last epoch)")
-    if extra:
+    stresses = [key for key in extra if not key.startswith("probe")]
+    if stresses:
         print(
-            f"({', '.join(extra)}: RMSE per atom in meV/A^3 of the exported (best validation)"
-            " model on the validation cells)"
+            f"({', '.join(stresses)}: RMSE per atom in meV/A^3 of the exported (best"
+            " validation) model on the validation cells)"
+        )
+    if "probe lstsq" in extra:
+        print(
+            f"(probes: RMSE per atom in meV/A^3 on {PROBE_CELLS - PROBE_FIT} fresh cells of"
+            f" the stress fitted linearly, on {PROBE_FIT} others, to the export's features"
+            " summed over a cell / volume, by least squares or by 2000 Adam steps)"
         )
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))

@@ -293,3 +293,29 @@ def test_inductive_bias_example_refuses_energy_for_molecules(tmp_path):
     assert result.returncode == 2
     assert "--with-energy needs copper cells, not --target born" in result.stderr
     assert not (tmp_path / "f.png").exists()
+
+
+def test_stress_probe_fits_separate_optimum_from_gradient_training():
+    """Planted answers for the probe's two fits. Targets exactly linear in the inputs:
+    least squares recovers them to round-off. With independent inputs 2000 Adam steps get
+    there too; when the inputs share one dominant factor per cell and the targets live in
+    the 3 % left (as the stress in the trunk's summed features), Adam stays near the
+    targets' spread while least squares is still exact."""
+    import numpy as np
+
+    example = _example_module("07_metatrain_inductive_biases")
+    generator = np.random.default_rng(0)
+    independent = generator.standard_normal((320, 20))
+    weights = generator.standard_normal((20, 9))
+    weights -= weights.mean(axis=0)  # blind to a shift common to all inputs
+    targets, sizes = independent @ weights, np.ones((320, 1))
+    spread = 1000.0 * targets[256:].std()
+
+    fits = example.linear_fits(independent, targets, sizes, 256)
+    assert fits["probe lstsq"] < 1e-12 * spread
+    assert fits["probe Adam"] < 0.01 * spread
+
+    shared = 5.0 + generator.standard_normal((320, 1)) + 0.03 * independent
+    fits = example.linear_fits(shared, targets, sizes, 256)
+    assert fits["probe lstsq"] < 1e-10 * spread
+    assert fits["probe Adam"] > 0.8 * spread
