@@ -25,12 +25,18 @@ into vector channels ``u_i^{cp} = sum_j f_c(r_ij) a_ij^{cp} r_hat_ij`` (and like
 - pseudoscalar (``o3_lambda = 0, o3_sigma = -1``): ``sum_c u_c . (v_c x w_c)``;
 - pseudovector (``o3_lambda = 1, o3_sigma = -1``): ``sum_c u_c x v_c``;
 - ``o3_lambda = 2, o3_sigma = -1``: the lambda = 2 part of ``sum_c (u_c x v_c) w_c^T``;
+- ``o3_lambda >= 3, o3_sigma = -1`` (``higher_pseudotensors``): ``sum_c (u_c . G)
+  t_c``, with ``t_c = sum_j f_c(r_ij) b_ij^c Y_lambda(r_hat_ij)`` and ``G`` the real
+  generators of ``D^lambda`` (:func:`equiscope.groups.wigner.wigner_generators`, a vector
+  operator) over ``sqrt(lambda (lambda + 1))``: the angular momentum ``u_c . (r x
+  grad)`` applied to the harmonics, odd under inversion like ``u_c``;
 - a general (non-symmetric) Cartesian rank-2 target: ``sum_j f_c (a r_hat r_hat^T +
   b 1) + [sum_c u_c x v_c]_x`` (its symmetric part from one edge, its antisymmetric
   part, an axial vector, from two).
 
-Other blocks keep PET's readout: proper scalars (invariant already), pseudotensors with
-``o3_lambda >= 3``, proper blocks beyond ``max_lambda``; with ``max_lambda = 1`` also
+Other blocks keep PET's readout: proper scalars (invariant already), blocks beyond
+``max_lambda``; without ``higher_pseudotensors`` pseudotensors with ``o3_lambda >= 3``;
+with ``max_lambda = 1`` also
 every rank-2 and lambda = 2 block; without ``cross_products`` the pseudotensors and
 the general rank-2 targets. The coefficient is the sum of PET's edge readout of ``ij`` and
 its node readout of ``i`` (so every parameter is used). metatrain's LLPR uncertainties
@@ -59,6 +65,8 @@ PSEUDOVECTOR = 5
 PSEUDO_LAMBDA_2 = 6
 RANK_2 = 7
 """A general Cartesian rank-2 block: symmetric part from one edge, axial from two."""
+PSEUDO_HIGHER = 8
+"""A pseudotensor with ``o3_lambda >= 3``: ``sum_c (u_c . G) t_c``."""
 CROSS_CHANNELS = 4
 """Rank ``C`` of the three-body coefficient matrices (vector channels per property)."""
 
@@ -70,7 +78,7 @@ def basis_size(kind: int, channels: int = CROSS_CHANNELS) -> int:
         return 2
     if kind == 4 or kind == 6:  # PSEUDOSCALAR, PSEUDO_LAMBDA_2: u, v, w
         return 3 * channels
-    if kind == 5:  # PSEUDOVECTOR: u, v
+    if kind == 5 or kind == 8:  # PSEUDOVECTOR: u, v; PSEUDO_HIGHER: u, t
         return 2 * channels
     if kind == 7:  # RANK_2
         return 2 + 2 * channels
@@ -83,11 +91,13 @@ def basis_kind(
     max_lambda: int = 2,
     symmetric: bool = False,
     cross_products: bool = True,
+    higher_pseudotensors: bool = True,
 ) -> int:
     """The kind of basis of a target block, or -1 (keep PET's readout). Proper blocks up
     to ``max_lambda`` (rank-2 Cartesian ones count as 2); rank-2 Cartesian blocks on
     ``(r_hat r_hat^T, 1)`` when the target is ``symmetric`` (the direct stress), else
-    with the cross products; pseudotensors up to lambda = 2 with the cross products."""
+    with the cross products; pseudotensors up to lambda = 2 with the cross products, and
+    beyond with ``higher_pseudotensors`` too."""
     if component_names == ["xyz"] and max_lambda >= 1:
         return VECTOR
     if component_names == ["xyz_1", "xyz_2"] and max_lambda >= 2:
@@ -101,6 +111,8 @@ def basis_kind(
         return SPHERICAL
     if key.get("o3_sigma") == -1 and cross_products and o3_lambda <= max_lambda:
         pseudo = {0: PSEUDOSCALAR, 1: PSEUDOVECTOR, 2: PSEUDO_LAMBDA_2}
+        if o3_lambda >= 3:
+            return PSEUDO_HIGHER if higher_pseudotensors else -1
         return pseudo.get(o3_lambda, -1)
     return -1
 
@@ -138,8 +150,10 @@ class TensorBasisBackend(PETBackend):
     ``tensor_basis_blocks`` (``"<target>/<block key>" -> kind``, with
     ``tensor_basis_lambdas`` for spherical blocks) out on the edge bases;
     ``tensor_basis_harmonics`` (an :class:`equiscope.groups.harmonics.SphericalHarmonics`)
-    gives the harmonics and the buffer ``tensor_basis_lambda_2`` (``[5, 9]``) the
-    lambda = 2 components of a Cartesian rank-2 tensor."""
+    gives the harmonics, the buffer ``tensor_basis_lambda_2`` (``[5, 9]``) the
+    lambda = 2 components of a Cartesian rank-2 tensor and ``tensor_basis_generators``
+    (``[7, 3, 13, 13]``, zero-padded) the generators of ``D^lambda`` over
+    ``sqrt(lambda (lambda + 1))``, lambda <= 6."""
 
     tensor_basis_blocks: Dict[str, int]
     tensor_basis_lambdas: Dict[str, int]
@@ -166,6 +180,17 @@ class TensorBasisBackend(PETBackend):
             if kind == 1:
                 vectors = vectors[:, :, [1, 2, 0]]  # m = -1, 0, 1: y, z, x
             return vectors.transpose(1, 2).reshape(atoms, -1)
+        if kind == 8:  # PSEUDO_HIGHER: sum_c (u_c . G) t_c, in float64 as the cross products
+            size = 2 * o3_lambda + 1
+            start = o3_lambda * o3_lambda
+            basis = harmonics[:, :, start : start + size].double()
+            vectors = _precise_channels(coefficients[:, :, :c], unit, weight)  # [a, c, P, 3]
+            tensors = torch.einsum(
+                "akcp,akm,ak->acpm", coefficients[:, :, c:].double(), basis, weight.double()
+            )
+            generators = self.tensor_basis_generators[o3_lambda, :, :size, :size].double()
+            values = torch.einsum("acpx,xmn,acpn->amp", vectors, generators, tensors)
+            return values.reshape(atoms, -1).to(unit.dtype)
         if kind == 1:  # SPHERICAL
             start = o3_lambda * o3_lambda
             basis = harmonics[:, :, start : start + 2 * o3_lambda + 1]
@@ -220,7 +245,8 @@ class TensorBasisBackend(PETBackend):
                 if name.startswith(output_name + "/"):
                     if kind == 3:  # SYMMETRIC_RANK_2
                         stress_on_basis = True
-                    if kind == 1 and self.tensor_basis_lambdas[name] >= 2:  # SPHERICAL
+                    # SPHERICAL lambda >= 2, PSEUDO_HIGHER
+                    if (kind == 1 and self.tensor_basis_lambdas[name] >= 2) or kind == 8:
                         need_harmonics = True
         # PET's readout of the direct stress needs 9 numbers per property: the stress on
         # (r r^T, 1) is read out here only (its one block is on the basis)

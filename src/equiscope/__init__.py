@@ -6,7 +6,14 @@ computed exactness, responses of a model evaluated on it, and metrics from them
 """
 
 from .grids import GRID_NAMES, Grid, grid
-from .groups import Group, finite_group, irrep_matrices, sector_label, wigner_d
+from .groups import (
+    Group,
+    finite_group,
+    irrep_matrices,
+    sector_label,
+    wigner_d,
+    wigner_generators,
+)
 from .metrics import (
     ConvergenceCheck,
     GridConvergenceWarning,
@@ -61,4 +68,5 @@ __all__ = [
     "tensormap_to_cartesian",
     "tensormap_to_spherical",
     "wigner_d",
+    "wigner_generators",
 ]

@@ -77,3 +77,47 @@ def test_unresolved_parity_rejects_improper_elements():
 def test_negative_lambda_rejected():
     with pytest.raises(ValueError, match="lambda"):
         eq.wigner_d(-1, random_rotations(1))
+
+
+def _axis_generators() -> torch.Tensor:
+    """``K_a`` with ``K_a v = e_a x v``, ``[3, 3, 3]``."""
+    eye = torch.eye(3, dtype=torch.float64)
+    return torch.stack([torch.linalg.cross(eye[a].expand(3, 3), eye, dim=-1).T for a in range(3)])
+
+
+@pytest.mark.parametrize("lam", range(7))
+def test_generators_exponentiate_to_d(lam):
+    generators = eq.wigner_generators(lam)
+    assert generators.shape == (3, 2 * lam + 1, 2 * lam + 1)
+    assert torch.allclose(generators, -generators.transpose(1, 2), atol=1e-14)
+    for axis, k in enumerate(_axis_generators()):
+        for theta in (0.3, -1.7, 2.9):
+            rotation = torch.matrix_exp(theta * k)
+            expected = eq.wigner_d(lam, rotation[None])[0]
+            assert torch.allclose(torch.matrix_exp(theta * generators[axis]), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("lam", [1, 2, 3, 6])
+def test_generators_are_a_vector_operator(lam):
+    """``D(R) (w . G) D(R)^T = (R w) . G``."""
+    generators = eq.wigner_generators(lam)
+    w = torch.tensor([0.3, -1.2, 0.8], dtype=torch.float64)
+    for rotation in random_rotations(4, seed=lam):
+        d = eq.wigner_d(lam, rotation[None])[0]
+        left = d @ torch.einsum("x,xmn->mn", w, generators) @ d.T
+        right = torch.einsum("x,xmn->mn", rotation @ w, generators)
+        assert torch.allclose(left, right, atol=1e-12)
+
+
+def test_lambda_one_generators_are_the_cross_product():
+    """On lambda = 1 blocks (``y, z, x``), ``(w . G) t = w x t``."""
+    w = torch.tensor([0.3, -1.2, 0.8], dtype=torch.float64)
+    t = torch.tensor([-0.5, 0.4, 2.0], dtype=torch.float64)
+    order = [1, 2, 0]
+    coupled = torch.einsum("x,xmn,n->m", w, eq.wigner_generators(1), t[order])
+    assert torch.allclose(coupled, torch.linalg.cross(w, t)[order], atol=1e-14)
+
+
+def test_negative_lambda_generators_rejected():
+    with pytest.raises(ValueError, match="lambda must be non-negative, got -2"):
+        eq.wigner_generators(-2)

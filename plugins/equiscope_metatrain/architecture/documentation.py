@@ -103,6 +103,12 @@ class ModelHypers(TypedDict):
     edge cannot give: pseudoscalars, pseudovectors and ``o3_lambda = 2`` pseudotensors
     (``o3_sigma = -1``), and general (non-symmetric) Cartesian rank-2 targets such as
     Born effective charges. Checkpoints before version 4 are upgraded with ``false``."""
+    tensor_basis_higher_pseudotensors: bool = True
+    """With ``tensor_basis_cross_products``, also read pseudotensors with ``o3_lambda >=
+    3`` (up to ``tensor_basis_max_lambda``) out on two edge directions, as ``sum_c (u_c .
+    G) t_c``: a vector channel ``u_c`` coupled by the generators ``G`` of ``D^lambda`` to
+    a harmonic channel ``t_c = sum_j f_c b_ij Y_lambda(r_hat_ij)``. Checkpoints before
+    version 5 are upgraded with ``false``."""
     symmetrized_head: SymmetrizedHeadHypers = init_with_defaults(SymmetrizedHeadHypers)
     """Symmetrised head applied at export."""
 

@@ -8,9 +8,9 @@
   :class:`~equiscope_metatrain.edge_embedding.SolidHarmonicEdgeEmbedding`;
 - ``tensor_basis_readout``: proper blocks up to ``tensor_basis_max_lambda`` read out as
   invariant-looking coefficients times spherical harmonics of the edge directions, the
-  direct stress on (r r^T, 1), and (``tensor_basis_cross_products``) pseudotensors up to
-  lambda = 2 and general rank-2 tensors on cross products of two edge directions
-  (:mod:`equiscope_metatrain.tensor_basis`);
+  direct stress on (r r^T, 1), and (``tensor_basis_cross_products``) pseudotensors
+  (beyond lambda = 2 with ``tensor_basis_higher_pseudotensors``) and general rank-2
+  tensors on two edge directions (:mod:`equiscope_metatrain.tensor_basis`);
 - ``symmetrized_head``: the model's own forward averages over a grid (or takes a
   random frame) with equiscope's head logic (:class:`equiscope_atoms.heads.OrbitAveraging`),
   in training, validation and in the exported model alike: training runs through the
@@ -37,6 +37,7 @@ from .._torchscript import renamed
 from ..edge_embedding import SolidHarmonicEdgeEmbedding, SphericalHarmonics
 from ..tensor_basis import (
     CROSS_CHANNELS,
+    PSEUDO_HIGHER,
     SPHERICAL,
     TensorBasisBackend,
     basis_kind,
@@ -95,8 +96,9 @@ def head_grid(head: Dict[str, Any]) -> Optional[eq.Grid]:
 class EquiscopeModel(OrbitAveraging, PET):
     """PET with symmetry options (see the module docstring)."""
 
-    # 2: tensor_basis_readout; 3: lambda = 2 on the basis; 4: lambda >= 3 and cross products
-    __checkpoint_version__ = 4
+    # 2: tensor_basis_readout; 3: lambda = 2 on the basis; 4: lambda >= 3 and cross products;
+    # 5: pseudotensors with lambda >= 3
+    __checkpoint_version__ = 5
     # TorchScript has no super(): PET's forward, under another name
     _raw_forward = renamed(PET.forward, "_raw_forward")
 
@@ -106,6 +108,9 @@ class EquiscopeModel(OrbitAveraging, PET):
         self.tensor_basis_readout = bool(hypers.get("tensor_basis_readout", False))
         self.tensor_basis_max_lambda = int(hypers.get("tensor_basis_max_lambda", 6))
         self.tensor_basis_cross_products = bool(hypers.get("tensor_basis_cross_products", True))
+        self.tensor_basis_higher_pseudotensors = bool(
+            hypers.get("tensor_basis_higher_pseudotensors", True)
+        )
         super().__init__(base_model_hypers(hypers), dataset_info)
         self.base_hypers = self.hypers
         self.hypers = hypers
@@ -178,6 +183,14 @@ class EquiscopeModel(OrbitAveraging, PET):
             rank_2 = torch.eye(9, dtype=torch.float64).reshape(9, 3, 3)
             projection = eq.cartesian_to_spherical(rank_2, rank=2)[(2, 1)].T.contiguous()
             backend.register_buffer("tensor_basis_lambda_2", projection, persistent=False)
+            # generators of D^lambda, lambda <= 6, over |L| = sqrt(lambda (lambda + 1)) so
+            # that the output does not grow with lambda; zero-padded (a constant, not saved)
+            generators = torch.zeros(7, 3, 13, 13, dtype=torch.float64)
+            for o3_lambda in range(1, 7):
+                size = 2 * o3_lambda + 1
+                norm = (o3_lambda * (o3_lambda + 1)) ** 0.5
+                generators[o3_lambda, :, :size, :size] = eq.wigner_generators(o3_lambda) / norm
+            backend.register_buffer("tensor_basis_generators", generators, persistent=False)
         taken: List[str] = []
         for key, block in target_info.layout.items():
             values = {name: int(value) for name, value in zip(key.names, key.values, strict=True)}
@@ -190,6 +203,7 @@ class EquiscopeModel(OrbitAveraging, PET):
                 self.tensor_basis_max_lambda,
                 symmetric,
                 self.tensor_basis_cross_products,
+                self.tensor_basis_higher_pseudotensors,
             )
             if kind < 0:
                 continue
@@ -200,7 +214,7 @@ class EquiscopeModel(OrbitAveraging, PET):
                     per_key[dict_key] = torch.nn.Linear(features, n_coefficients)
             name = target_name + "/" + dict_key
             backend.tensor_basis_blocks[name] = kind
-            if kind == SPHERICAL:
+            if kind in (SPHERICAL, PSEUDO_HIGHER):
                 o3_lambda = values["o3_lambda"]
                 backend.tensor_basis_lambdas[name] = o3_lambda
                 if o3_lambda > backend.tensor_basis_harmonics.lmax:
@@ -237,6 +251,9 @@ class EquiscopeModel(OrbitAveraging, PET):
         if checkpoint["model_ckpt_version"] == 3:  # pseudotensors kept PET's readout
             checkpoint["model_data"]["model_hypers"]["tensor_basis_cross_products"] = False
             checkpoint["model_ckpt_version"] = 4
+        if checkpoint["model_ckpt_version"] == 4:  # pseudotensors lambda >= 3: PET's readout
+            checkpoint["model_data"]["model_hypers"]["tensor_basis_higher_pseudotensors"] = False
+            checkpoint["model_ckpt_version"] = 5
         if checkpoint["model_ckpt_version"] != cls.__checkpoint_version__:
             raise RuntimeError(
                 "Unable to upgrade the checkpoint: the checkpoint is using model version "

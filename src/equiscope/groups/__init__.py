@@ -2,7 +2,7 @@
 
 from .finite import finite_group
 from .group import Group, Sector, sector_label
-from .wigner import irrep_matrices, wigner_d
+from .wigner import irrep_matrices, wigner_d, wigner_generators
 
 __all__ = [
     "Group",
@@ -11,4 +11,5 @@ __all__ = [
     "irrep_matrices",
     "sector_label",
     "wigner_d",
+    "wigner_generators",
 ]

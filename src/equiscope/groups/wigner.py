@@ -18,7 +18,7 @@ import functools
 
 import torch
 
-__all__ = ["irrep_matrices", "wigner_d"]
+__all__ = ["irrep_matrices", "wigner_d", "wigner_generators"]
 
 # (x, y, z) -> (z, x, y): the coordinate permutation between e3nn and metatomic
 _PERMUTATION = torch.tensor(
@@ -77,6 +77,27 @@ def wigner_d(lam: int, rotations: torch.Tensor) -> torch.Tensor:
     inner = (mix * phase(beta)[:, None, :]) @ mix.conj().T
     inner = phase(alpha)[:, :, None] * inner * phase(gamma)[:, None, :]
     return (v1 @ inner @ v1.conj().T).real
+
+
+def wigner_generators(lam: int) -> torch.Tensor:
+    """Real generators ``G_a`` (``[3, 2 lam + 1, 2 lam + 1]``, antisymmetric) of
+    ``D^lambda``: ``D(exp(theta K_a)) = exp(theta G_a)`` for the rotation about axis
+    ``a`` (``K_a v = e_a x v``). They form a vector operator,
+    ``D(R) (w . G) D(R)^T = (R w) . G``, so ``(w . G) t`` couples a vector ``w`` and a
+    lambda block ``t`` into a lambda block of the opposite parity (the angular momentum
+    ``w . (r x grad)`` acting on ``Y_lambda``). e3nn's generators about ``(x, y, z)`` of its
+    permuted frame are ours about ``(y, z, x)``."""
+    if lam < 0:
+        raise ValueError(f"lambda must be non-negative, got {lam}")
+    from e3nn.o3._wigner import so3_generators
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        generators = so3_generators(lam).to(torch.float64)
+    finally:
+        torch.set_default_dtype(previous)
+    return generators[[2, 0, 1]].contiguous()
 
 
 def irrep_matrices(lam: int, sigma: int, elements: torch.Tensor) -> torch.Tensor:

@@ -218,6 +218,7 @@ ON_THE_BASIS = [  # every block the readout covers: forces, spherical, general r
     sector(0, -1),
     sector(1, -1),
     sector(2, -1),
+    sector(3, -1),
     "mtt::born_charges",
 ]
 
@@ -288,10 +289,16 @@ def test_tensor_basis_readout_is_exactly_equivariant_on_an_invariant_trunk(
     assert plain["equivariance_rmse"] > 0.3 * plain["rms_value"]
 
 
-def test_pseudotensors_beyond_lambda_2_keep_pets_readout(invariant_trunk_audits):
-    """lambda = 3, sigma = -1 has no basis: PET's readout, invariant on this trunk."""
-    block = invariant_trunk_audits[1][sector(3, -1)]
+def test_without_higher_pseudotensors_lambda_3_keeps_pets_readout():
+    """``tensor_basis_higher_pseudotensors: false`` (what checkpoints before version 5
+    did): lambda = 3, sigma = -1 is PET's readout, invariant on this trunk, while
+    lambda = 2, sigma = -1 stays on the basis."""
+    model = tensor_basis_model(True, 0, tensor_basis_higher_pseudotensors=False)
+    audits = tensor_basis_audit(model)
+    block = audits[sector(3, -1)]
     assert block["equivariance_rmse"] > 0.3 * block["rms_value"]
+    block = audits[sector(2, -1)]
+    assert block["equivariance_rmse"] < 1e-12 * block["rms_value"]
 
 
 def test_the_general_rank_2_readout_has_an_exact_antisymmetric_part():
@@ -367,6 +374,7 @@ def test_tensor_basis_readout_takes_the_blocks_it_covers_and_exports(tmp_path):
         "o3_lambda_0_o3_sigma_-1": 4,  # PSEUDOSCALAR
         "o3_lambda_1_o3_sigma_-1": 5,  # PSEUDOVECTOR
         "o3_lambda_2_o3_sigma_-1": 6,  # PSEUDO_LAMBDA_2
+        "o3_lambda_3_o3_sigma_-1": 8,  # PSEUDO_HIGHER
         "mtt::born_charges___0": 7,  # RANK_2
     }
     c = CROSS_CHANNELS
@@ -377,10 +385,10 @@ def test_tensor_basis_readout_takes_the_blocks_it_covers_and_exports(tmp_path):
             "mtt::tensor_o3_lambda_0_o3_sigma_-1": 3 * c * 2,
             "mtt::tensor_o3_lambda_1_o3_sigma_-1": 2 * c * 2,
             "mtt::tensor_o3_lambda_2_o3_sigma_-1": 3 * c * 2,
+            "mtt::tensor_o3_lambda_3_o3_sigma_-1": 2 * c * 2,
         }
     )
     sizes["mtt::tensor_o3_lambda_0_o3_sigma_1"] = 2  # PET's readout: 2 properties
-    sizes["mtt::tensor_o3_lambda_3_o3_sigma_-1"] = 7 * 2  # PET's readout: 7 x 2
     for target in TARGETS:
         for per_key in model.backend.edge_last_layers[target]:
             for key, linear in per_key.items():
@@ -430,7 +438,7 @@ def test_an_isolated_atom_gets_zero_tensors_from_the_basis(tmp_path):
         sectors = {
             (int(k["o3_lambda"]), int(k["o3_sigma"])): b for k, b in blocks["mtt::tensor"].items()
         }
-        del sectors[0, 1], sectors[3, -1]  # PET's readout
+        del sectors[0, 1]  # PET's readout
         on_basis.append(sectors)
         for per_key in on_basis:
             for block in per_key.values():
@@ -459,18 +467,27 @@ def test_tensor_basis_readout_trains_every_readout_parameter():
                     assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
 
 
+INTRODUCED = {  # the checkpoint version that added each tensor-basis hyper
+    "tensor_basis_max_lambda": 3,
+    "tensor_basis_cross_products": 4,
+    "tensor_basis_higher_pseudotensors": 5,
+}
+
+
 @pytest.mark.parametrize(
     ("version", "old_hypers"),
     [
         (2, {"tensor_basis_max_lambda": 1, "tensor_basis_cross_products": False}),
         (3, {"tensor_basis_max_lambda": 2, "tensor_basis_cross_products": False}),
+        (4, {"tensor_basis_higher_pseudotensors": False}),
     ],
 )
 def test_an_old_checkpoint_keeps_its_readouts_after_the_upgrade(version, old_hypers):
     """Version 2 read only lambda = 1 out on the edge basis, version 3 no pseudotensors
-    or general rank-2 targets; the upgrades record ``tensor_basis_max_lambda: 1`` and
-    ``tensor_basis_cross_products: false``, so the old weights load into the same layers
-    and give the same outputs."""
+    or general rank-2 targets, version 4 no pseudotensors beyond lambda = 2; the
+    upgrades record ``tensor_basis_max_lambda: 1``, ``tensor_basis_cross_products:
+    false`` and ``tensor_basis_higher_pseudotensors: false``, so the old weights load
+    into the same layers and give the same outputs."""
     from metatomic.torch import ModelOutput
     from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
 
@@ -480,14 +497,16 @@ def test_an_old_checkpoint_keeps_its_readouts_after_the_upgrade(version, old_hyp
     checkpoint = copy.deepcopy(old.get_checkpoint())
     checkpoint["model_ckpt_version"] = version  # as it was written: without the new hypers
     hypers = checkpoint["model_data"]["model_hypers"]
-    del hypers["tensor_basis_cross_products"]
-    if version == 2:
-        del hypers["tensor_basis_max_lambda"]
+    for name, introduced in INTRODUCED.items():
+        if introduced > version:
+            del hypers[name]
     upgraded = EquiscopeModel.upgrade_checkpoint(checkpoint)
     assert upgraded["model_ckpt_version"] == EquiscopeModel.__checkpoint_version__
     model = EquiscopeModel.load_checkpoint(upgraded, "export").to(torch.float64).eval()
     assert model.backend.tensor_basis_blocks == old.backend.tensor_basis_blocks
-    assert "mtt::born_charges/mtt::born_charges___0" not in model.backend.tensor_basis_blocks
+    blocks = model.backend.tensor_basis_blocks
+    assert "mtt::tensor/mtt::tensor_o3_lambda_3_o3_sigma_-1" not in blocks
+    assert ("mtt::born_charges/mtt::born_charges___0" in blocks) == (version >= 4)
     system = get_system_with_neighbor_lists(
         molecule(torch.Generator().manual_seed(4)), model.requested_neighbor_lists()
     )
@@ -498,11 +517,12 @@ def test_an_old_checkpoint_keeps_its_readouts_after_the_upgrade(version, old_hyp
             assert torch.equal(after[name].block(key).values, block.values)
 
 
-def test_a_version_3_tensor_basis_checkpoint_written_by_the_old_code_gives_its_outputs():
-    """A tiny tensor-basis model saved by the version-3 code (``old_models/``, made by
-    ``make_v3_tensor_basis.py`` at commit a2657dd; forces, spherical blocks up to
-    lambda = 3 with sigma = +-1, a rank-2 target), upgraded and loaded by this code,
-    gives the outputs the old code gave, every block."""
+@pytest.mark.parametrize(("version", "commit"), [(3, "a2657dd"), (4, "98d0729")])
+def test_a_tensor_basis_checkpoint_written_by_the_old_code_gives_its_outputs(version, commit):
+    """Tiny tensor-basis models saved by the code of checkpoint versions 3 and 4
+    (``old_models/``, made by ``make_old_tensor_basis.py`` at the commits named;
+    forces, spherical blocks up to lambda = 3 with sigma = +-1, a rank-2 target),
+    upgraded and loaded by this code, give the outputs the old code gave, every block."""
     import gzip
 
     import metatomic.torch  # noqa: F401 - the checkpoint holds its TorchScript classes
@@ -511,11 +531,11 @@ def test_a_version_3_tensor_basis_checkpoint_written_by_the_old_code_gives_its_o
 
     from equiscope_metatrain.architecture import EquiscopeModel
 
-    path = Path(__file__).parent / "old_models" / "model-v3_tensor_basis.pt.gz"
+    path = Path(__file__).parent / "old_models" / f"model-v{version}_tensor_basis.pt.gz"
     with gzip.open(path, "rb") as handle:
         reference = torch.load(handle, weights_only=False)
     checkpoint = reference["checkpoint"]
-    assert checkpoint["model_ckpt_version"] == 3
+    assert checkpoint["model_ckpt_version"] == version
     upgraded = EquiscopeModel.upgrade_checkpoint(checkpoint)
     model = EquiscopeModel.load_checkpoint(upgraded, "export").to(torch.float64).eval()
     system = get_system_with_neighbor_lists(

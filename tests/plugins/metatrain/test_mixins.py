@@ -192,13 +192,14 @@ class TestOutputTensorBasis(PETSizes, OutputTests, EquiscopeTests):
 
 
 class TestOutputTensorBasisHigherLambda(TestOutputTensorBasis):
-    """Proper blocks beyond lambda = 2 (spherical harmonics of the edge directions)."""
+    """Blocks beyond lambda = 2: proper ones on spherical harmonics of the edge
+    directions, pseudotensors on a vector channel coupled to them by the generators."""
 
     @pytest.fixture(params=[3, 4, 5, 6])
     def o3_lambda(self, request):
         return request.param
 
-    @pytest.fixture(params=[1])
+    @pytest.fixture(params=[1, -1])
     def o3_sigma(self, request):
         return request.param
 

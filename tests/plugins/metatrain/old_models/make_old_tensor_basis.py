@@ -1,10 +1,11 @@
-"""How ``model-v3_tensor_basis.pt.gz`` was made: a tiny tensor-basis model written by
-the code of checkpoint version 3 (commit a2657dd), with its outputs on one molecule.
+"""How ``model-v3_tensor_basis.pt.gz`` and ``model-v4_tensor_basis.pt.gz`` were made: a
+tiny tensor-basis model written by the code of checkpoint version 3 (commit a2657dd) or
+4 (commit 98d0729), with its outputs on one molecule.
 
-    git worktree add /tmp/old a2657dd
+    git worktree add /tmp/old a2657dd    # or 98d0729
     cd /tmp/old/tests/plugins/metatrain
     PYTHONPATH=/tmp/old/src:/tmp/old/plugins:/tmp/old/tests:. \\
-        python <this file> model-v3_tensor_basis.pt.gz
+        python <this file> model-v3_tensor_basis.pt.gz    # or model-v4_...
 """
 
 import gzip
