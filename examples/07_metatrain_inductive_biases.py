@@ -297,6 +297,11 @@ def last_row(path: Path) -> dict:
     return rows[-1]
 
 
+def split_indices(run: Path, split: str) -> list[int]:
+    """The structures of ``split`` (``training`` or ``validation``) metatrain drew for ``run``."""
+    return [int(i) for i in (run / "indices" / f"{split}.txt").read_text().split()]
+
+
 def exported_stress_rmse(run: Path, data: Path, *, direct: bool) -> float:
     """RMSE per atom (meV/A^3, metatrain's normalisation: the error divided by the number
     of atoms) of the exported model's stress on the run's validation cells, conservative
@@ -306,16 +311,34 @@ def exported_stress_rmse(run: Path, data: Path, *, direct: bool) -> float:
     from metatomic_ase import MetatomicCalculator
 
     frames = ase.io.read(str(data), ":")
-    indices = [int(i) for i in (run / "indices" / "validation.txt").read_text().split()]
     calculator = MetatomicCalculator(
         str(run / "model.pt"), non_conservative="stress" if direct else False
     )
     errors = []
-    for index in indices:
+    for index in split_indices(run, "validation"):
         reference = frames[index].get_stress(voigt=False)
         atoms = frames[index].copy()
         atoms.calc = calculator
         errors.append((atoms.get_stress(voigt=False) - reference) / len(atoms))
+    return 1000.0 * float(np.sqrt(np.mean(np.square(errors))))
+
+
+def mean_stress_rmse(run: Path, data: Path) -> float:
+    """The stress RMSE per atom (meV/A^3) on the run's validation cells of predicting the
+    mean stress of its training cells: what a model that learned only the mean gets."""
+    import ase.io
+    import numpy as np
+
+    frames = ase.io.read(str(data), ":")
+
+    def stresses(split: str) -> tuple[np.ndarray, np.ndarray]:
+        indices = split_indices(run, split)
+        values = np.array([frames[i].get_stress(voigt=False) for i in indices])
+        return values, np.array([len(frames[i]) for i in indices])[:, None, None]
+
+    training, _ = stresses("training")
+    validation, sizes = stresses("validation")
+    errors = (validation - training.mean(axis=0)) / sizes
     return 1000.0 * float(np.sqrt(np.mean(np.square(errors))))
 
 
@@ -411,6 +434,8 @@ def train(folder: Path, config: dict, target: str, probe: Path | None = None) ->
             result["direct stress"] = exported_stress_rmse(run, data, direct=True)
     if probe is not None:
         result.update(stress_probe(run / "model.pt", probe, PROBE_FIT))
+        data = Path(config["training_set"]["systems"]["read_from"])
+        result["mean only"] = mean_stress_rmse(run, data)
     return result
 
 
@@ -487,6 +512,11 @@ def main():
         print(
             f"({', '.join(stresses)}: RMSE per atom in meV/A^3 of the exported (best"
             " validation) model on the validation cells)"
+        )
+    if "mean only" in first:
+        print(
+            f"(predicting the training cells' mean stress: {first['mean only']:.4g} meV/A^3"
+            " per atom on the validation cells)"
         )
     if "probe lstsq" in extra:
         print(

@@ -168,7 +168,8 @@ def test_inductive_bias_example_trains_and_reports(tmp_path):
     figure = tmp_path / "biases.png"
     rows, _ = _inductive_bias_example(figure, "--runs", "bias off,SH lmax 2,tensor basis")
     assert [row[:2] for row in rows] == [["bias", "off"], ["SH", "lmax"], ["tensor", "basis"]]
-    assert all(float(row[-2]) > 0 and float(row[-3]) > 0 for row in rows)  # PET: A > 0
+    # run (two words), accuracy, equivariance RMSE, seconds
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)  # PET: A > 0
     assert figure.stat().st_size > 10_000
 
 
@@ -262,7 +263,7 @@ def test_inductive_bias_example_trains_a_tensor_target(tmp_path, target, name):
     figure = tmp_path / "figure.png"
     rows, output = _inductive_bias_example(figure, "--target", target)
     assert [row[:2] for row in rows] == [["PET", "readout"], ["tensor", "basis"]]
-    assert all(float(row[-2]) > 0 and float(row[-3]) > 0 for row in rows)
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
     assert f"validation {name} RMSE" in output
     assert figure.stat().st_size > 10_000
 
@@ -276,9 +277,11 @@ def test_inductive_bias_example_trains_the_stress_next_to_the_energy(tmp_path):
     rows, output = _inductive_bias_example(figure, *options, "--strain", "0.04")
     assert "direct stress" in output and "conservative stress" in output
     (row,) = rows
-    accuracy, direct, conservative = float(row[2]), float(row[-2]), float(row[-1])
+    # run (two words), accuracy, equivariance, seconds, direct, conservative, two probes
+    accuracy, direct, conservative = float(row[2]), float(row[5]), float(row[6])
     assert abs(direct - accuracy) < 1e-3 * accuracy  # the CSV keeps 5 significant digits
-    assert conservative > 0
+    assert conservative > 0 and float(row[7]) > 0 and float(row[8]) > 0
+    assert "predicting the training cells' mean stress" in output
 
 
 def test_inductive_bias_example_refuses_energy_for_molecules(tmp_path):
@@ -319,3 +322,27 @@ def test_stress_probe_fits_separate_optimum_from_gradient_training():
     fits = example.linear_fits(shared, targets, sizes, 256)
     assert fits["probe lstsq"] < 1e-10 * spread
     assert fits["probe Adam"] > 0.8 * spread
+
+
+def test_mean_stress_baseline_known_answer(tmp_path):
+    """Training cells with stresses 1 and 3 (times the identity, eV/A^3), a validation
+    cell of 4 atoms with 4: the mean predicts 2, off by 2 / 4 atoms on the 3 diagonal
+    components of 9, so sqrt(3 / 9) * 0.5 eV/A^3 = 288.7 meV/A^3 per atom."""
+    import ase
+    import ase.io
+    import numpy as np
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    example = _example_module("07_metatrain_inductive_biases")
+    frames = []
+    for value in (1.0, 3.0, 4.0):
+        atoms = ase.Atoms("Cu4", positions=np.eye(4, 3) * 2.0, cell=[5.0] * 3, pbc=True)
+        atoms.calc = SinglePointCalculator(atoms, stress=-value * np.array([1, 1, 1, 0, 0, 0]))
+        frames.append(atoms)
+    ase.io.write(str(tmp_path / "cells.xyz"), frames, format="extxyz")
+    (tmp_path / "indices").mkdir()
+    (tmp_path / "indices" / "training.txt").write_text("0\n1\n")
+    (tmp_path / "indices" / "validation.txt").write_text("2\n")
+    expected = 1000.0 * np.sqrt(3.0 / 9.0) * 2.0 / 4.0
+    rmse = example.mean_stress_rmse(tmp_path, tmp_path / "cells.xyz")
+    assert abs(rmse - expected) < 1e-9 * expected
