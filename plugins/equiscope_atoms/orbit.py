@@ -108,7 +108,9 @@ def _sample_kind(model: LoadedModel, name: str) -> str:
     return model.outputs[name].sample_kind
 
 
-def _irrep(name: str, key, block) -> object:
+def output_irrep(name: str, key, block) -> object:
+    """How the block ``key`` of output ``name`` transforms: ``"scalar"``, ``"vector"``,
+    ``"rank2"`` or ``(lambda, sigma)``, from its component names."""
     names = [c.names[0] for c in block.components]
     if names == []:
         return "scalar"
@@ -142,7 +144,7 @@ def _parse_tensormap(name, tensor, n_copies, responses, kinds, per_structure):
         label = name
         if several:
             label += "[" + ",".join(f"{n}={int(key[n])}" for n in key.names) + "]"
-        irrep = _irrep(name, key, block)
+        irrep = output_irrep(name, key, block)
         values = _split_copies(block.values.detach(), block.samples, n_copies)
         # [copies, rows, *components, properties] -> [copies, rows, properties, *comps]
         values = values.movedim(-1, 2)

@@ -33,13 +33,14 @@ __all__ = [
     "error_decomposition",
     "noise_floor",
     "pooled_rmse",
+    "representation",
     "symmetrize",
 ]
 
 _CARTESIAN = {"scalar": 0, "vector": 1, "rank2": 2}
 
 
-def _representation(grid: Grid, irrep) -> tuple[torch.Tensor, int]:
+def representation(grid: Grid, irrep) -> tuple[torch.Tensor, int]:
     """``rho(g_i)`` ``[n, d, d]`` and the number of trailing dims it acts on."""
     if isinstance(irrep, str):
         if irrep not in _CARTESIAN:
@@ -69,7 +70,7 @@ def _representation(grid: Grid, irrep) -> tuple[torch.Tensor, int]:
 def back_transform(responses, grid: Grid, irrep) -> torch.Tensor:
     """``z_i = rho(g_i)^T u_i`` for responses ``[n, ..., d]`` (``[n, ..., 3, 3]``
     for ``"rank2"``, ``[n, ...]`` for ``"scalar"``); float64, same shape."""
-    rho, n_dims = _representation(grid, irrep)
+    rho, n_dims = representation(grid, irrep)
     u = as_responses(responses, grid, min_dims=1 + n_dims)
     if n_dims == 0:
         return u

@@ -1,0 +1,160 @@
+"""Least-squares refit of the readout: exact on targets a readout of the same trunk
+produces, refused where the readout is not linear."""
+
+import ase.build
+import numpy as np
+import pytest
+import torch
+from metatomic.torch import ModelOutput, systems_to_torch
+from metatrain.utils.architectures import get_default_hypers
+from metatrain.utils.data import DatasetInfo
+from metatrain.utils.data.target_info import get_generic_target_info
+from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+from equiscope_atoms.orbit import transformed_system
+from equiscope_metatrain.architecture import EquiscopeModel
+from equiscope_metatrain.refit import readout_parameters, refit_readout
+
+SMALL = {"d_pet": 8, "d_head": 8, "d_node": 8, "d_feedforward": 8, "num_heads": 1}
+STRESS = {"quantity": "pressure", "unit": "eV/A^3", "type": {"cartesian": {"rank": 2}}}
+
+
+def model_with(targets: dict, *, tensor_basis: bool, lmax=None) -> EquiscopeModel:
+    info = DatasetInfo(
+        length_unit="angstrom",
+        atomic_types=[29],
+        targets={
+            name: get_generic_target_info(name, {**options, "num_subtargets": 1})
+            for name, options in targets.items()
+        },
+    )
+    hypers = get_default_hypers("experimental.equiscope")["model"]
+    hypers["base"]["model"] = {**SMALL, "num_gnn_layers": 2}
+    hypers["tensor_basis_readout"] = tensor_basis
+    if lmax is not None:  # solid-harmonic edges; lmax = 0: an invariant trunk
+        hypers["edge_embedding"] = {"kind": "solid_harmonics", "lmax": lmax}
+    torch.manual_seed(0)
+    return EquiscopeModel(hypers, info).to(torch.float64).eval()
+
+
+def stress_model(tensor_basis: bool, lmax=None) -> EquiscopeModel:
+    return model_with(
+        {"non_conservative_stress": {**STRESS, "sample_kind": "system"}},
+        tensor_basis=tensor_basis,
+        lmax=lmax,
+    )
+
+
+def copper_cells(model, n: int, seed: int) -> list:
+    generator = np.random.default_rng(seed)
+    systems = []
+    for index in range(n):
+        atoms = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat((1, 1, 2))
+        deformation = np.eye(3) + 0.03 * generator.standard_normal((3, 3))
+        atoms.set_cell(atoms.cell.array @ deformation, scale_atoms=True)
+        atoms.rattle(0.1, seed=seed + index)
+        system = systems_to_torch(atoms, dtype=torch.float64)
+        systems.append(get_system_with_neighbor_lists(system, model.requested_neighbor_lists()))
+    return systems
+
+
+def stresses(model, systems) -> torch.Tensor:
+    request = {"non_conservative_stress": ModelOutput(sample_kind="system")}
+    with torch.no_grad():
+        values = [model([s], request)["non_conservative_stress"].block().values for s in systems]
+    return torch.stack([v.reshape(-1) for v in values])
+
+
+def teacher_and_student(tensor_basis: bool, lmax=None):
+    """Two copies of a model, the first with other readout weights (same trunk)."""
+    teacher = stress_model(tensor_basis, lmax)
+    student = stress_model(tensor_basis, lmax)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in readout_parameters(teacher, "non_conservative_stress"):
+            parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator))
+    return teacher, student
+
+
+@pytest.mark.parametrize("tensor_basis", [True, False])
+def test_refit_recovers_a_readout_of_the_same_trunk(tensor_basis):
+    """Targets from the model with other readout weights (same trunk): the map is affine
+    in the readout, so the refit (one orientation) reproduces them to round-off on
+    held-out cells too."""
+    teacher, student = teacher_and_student(tensor_basis)
+    fit, validation = copper_cells(student, 60, seed=0), copper_cells(student, 4, seed=100)
+    targets, validation_targets = stresses(teacher, fit), stresses(teacher, validation)
+    size = float(validation_targets.square().mean().sqrt())
+    result = refit_readout(
+        student,
+        fit,
+        targets,
+        validation,
+        validation_targets,
+        output="non_conservative_stress",
+        orientations=0,
+    )
+    assert result["validation_rmse_before"] > 0.1 * size
+    assert result["training_rmse_after"] < 1e-8 * size
+    assert result["validation_rmse_after"] < 1e-8 * size
+    refitted = stresses(student, validation)
+    assert torch.allclose(refitted, validation_targets, rtol=0, atol=1e-8 * size)
+
+
+def test_refit_with_orientations_keeps_an_exactly_equivariant_readout():
+    """An invariant trunk (lmax = 0) with the tensor basis: the teacher's stress rotates
+    exactly, so the rotated and inverted copies' targets are its own outputs there; the
+    refit recovers it on all of them and the refitted stress still rotates exactly."""
+    teacher, student = teacher_and_student(True, lmax=0)
+    fit, validation = copper_cells(student, 16, seed=0), copper_cells(student, 2, seed=100)
+    targets, validation_targets = stresses(teacher, fit), stresses(teacher, validation)
+    size = float(validation_targets.square().mean().sqrt())
+    result = refit_readout(
+        student,
+        fit,
+        targets,
+        validation,
+        validation_targets,
+        output="non_conservative_stress",
+        orientations=2,
+    )
+    assert result["validation_rmse_before"] > 0.1 * size
+    assert result["training_rmse_after"] < 1e-8 * size
+    assert result["validation_rmse_after"] < 1e-8 * size
+    rotation = torch.linalg.matrix_exp(
+        torch.tensor([[0.0, -0.4, 0.9], [0.4, 0.0, -0.2], [-0.9, 0.2, 0.0]], dtype=torch.float64)
+    )
+    moved = [
+        get_system_with_neighbor_lists(
+            transformed_system(s, rotation), student.requested_neighbor_lists()
+        )
+        for s in validation
+    ]
+    expected = rotation @ stresses(student, validation).reshape(-1, 3, 3) @ rotation.T
+    rotated = stresses(student, moved).reshape(-1, 3, 3)
+    assert torch.allclose(rotated, expected, rtol=0, atol=1e-10 * size)
+
+
+def test_refit_refuses_blocks_on_cross_products():
+    rank_2 = {"quantity": "", "unit": "", "type": {"cartesian": {"rank": 2}}}
+    model = model_with({"mtt::born": {**rank_2, "sample_kind": "atom"}}, tensor_basis=True)
+    with pytest.raises(ValueError, match="'mtt::born' has blocks read out on cross products"):
+        readout_parameters(model, "mtt::born")
+
+
+def test_refit_rejects_bad_input():
+    model = stress_model(True)
+    cells = copper_cells(model, 2, seed=0)
+    with pytest.raises(ValueError, match="no readout for output 'energy'"):
+        readout_parameters(model, "energy")
+    with pytest.raises(ValueError, match="targets have 6 values per structure"):
+        refit_readout(
+            model,
+            cells,
+            torch.zeros(2, 6),
+            cells,
+            torch.zeros(2, 6),
+            output="non_conservative_stress",
+        )
+    with pytest.raises(ValueError, match="at least one training and one validation"):
+        refit_readout(model, cells, torch.zeros(2, 9), [], torch.zeros(0, 9), output="x")
