@@ -347,8 +347,9 @@ def linear_fits(inputs, targets, sizes, fit: int, *, steps: int = 2000) -> dict:
     """Fit ``targets`` [cells, k] to ``inputs`` [cells, f] linearly (with a constant) on
     the first ``fit`` cells; RMSE per atom (``/ sizes``, x 1000) on the others of two fits:
     ``"probe lstsq"``, the least-squares optimum, and ``"probe Adam"``, ``steps``
-    full-batch Adam steps (learning rate 1e-3, as in training) on centred and standardised
-    inputs and targets: how far gradient training gets towards that optimum."""
+    full-batch Adam steps (learning rate 1e-3, metatrain's default) on centred and
+    standardised inputs and targets: how far gradient training gets towards that optimum.
+    Inputs constant on the fitted cells are left out of the Adam fit."""
     import numpy as np
     import torch
 
@@ -359,7 +360,9 @@ def linear_fits(inputs, targets, sizes, fit: int, *, steps: int = 2000) -> dict:
     with_constant = np.hstack([inputs, np.ones((len(inputs), 1))])
     weights = np.linalg.lstsq(with_constant[:fit], targets[:fit], rcond=None)[0]
 
-    mean, scale = inputs[:fit].mean(0), inputs[:fit].std(0) + 1e-300
+    varying = inputs[:fit].std(0) > 0
+    inputs = inputs[:, varying]
+    mean, scale = inputs[:fit].mean(0), inputs[:fit].std(0)
     target_mean, target_scale = targets[:fit].mean(0), targets[:fit].std()
     x = torch.from_numpy((inputs - mean) / scale)
     y = torch.from_numpy((targets[:fit] - target_mean) / target_scale)
@@ -493,14 +496,13 @@ def train(
         "equivariance": float(monitor[f"A:{name}"]),
         "seconds": seconds,
     }
+    data = Path(config["training_set"]["systems"]["read_from"])
     if "energy" in config["training_set"]["targets"]:  # --with-energy
-        data = Path(config["training_set"]["systems"]["read_from"])
         result["conservative stress"] = exported_stress_rmse(run, data, direct=False)
         if target == "stress":
             result["direct stress"] = exported_stress_rmse(run, data, direct=True)
     if probe is not None:
         result.update(stress_probe(run / "model.pt", probe, PROBE_FIT))
-        data = Path(config["training_set"]["systems"]["read_from"])
         result["mean only"] = mean_stress_rmse(run, data)
         if refit:
             result.update(refit_stress(run, data, probe))

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import torch
 
+from .tensor_basis import PSEUDO_HIGHER, PSEUDO_LAMBDA_2, PSEUDOSCALAR, PSEUDOVECTOR, RANK_2
+
 __all__ = ["readout_parameters", "refit_readout"]
 
-BILINEAR_KINDS = (4, 5, 6, 7, 8)
+BILINEAR_KINDS = (PSEUDOSCALAR, PSEUDOVECTOR, PSEUDO_LAMBDA_2, RANK_2, PSEUDO_HIGHER)
 """Tensor-basis kinds on products of two channels (pseudotensors, general rank 2)."""
 
 
@@ -158,11 +160,11 @@ def refit_readout(
     validation_targets = torch.as_tensor(validation_targets, dtype=dtype).reshape(
         len(validation_systems), -1
     )
-    values, jacobian = _design(model, systems[:1], output, parameters)
-    if values.shape[1] != targets.shape[1]:
+    with torch.no_grad():
+        size = _predictions(model, systems[:1], output).shape[1]
+    if size != targets.shape[1]:
         raise ValueError(
-            f"targets have {targets.shape[1]} values per structure, output {output!r} "
-            f"gives {values.shape[1]}"
+            f"targets have {targets.shape[1]} values per structure, output {output!r} gives {size}"
         )
     systems, targets = _with_orientations(model, systems, targets, output, orientations, seed)
     validation_systems, validation_targets = _with_orientations(

@@ -148,12 +148,13 @@ def _skew(axial: torch.Tensor) -> torch.Tensor:
 class TensorBasisBackend(PETBackend):
     """PET's backend whose ``predict`` reads the blocks listed in
     ``tensor_basis_blocks`` (``"<target>/<block key>" -> kind``, with
-    ``tensor_basis_lambdas`` for spherical blocks) out on the edge bases;
+    ``tensor_basis_lambdas`` for spherical blocks and pseudotensors beyond lambda = 2)
+    out on the edge bases;
     ``tensor_basis_harmonics`` (an :class:`equiscope.groups.harmonics.SphericalHarmonics`)
     gives the harmonics, the buffer ``tensor_basis_lambda_2`` (``[5, 9]``) the
     lambda = 2 components of a Cartesian rank-2 tensor and ``tensor_basis_generators``
-    (``[7, 3, 13, 13]``, zero-padded) the generators of ``D^lambda`` over
-    ``sqrt(lambda (lambda + 1))``, lambda <= 6."""
+    (``[max_lambda + 1, 3, 2 max_lambda + 1, 2 max_lambda + 1]``, zero-padded) the
+    generators of ``D^lambda`` over ``sqrt(lambda (lambda + 1))``."""
 
     tensor_basis_blocks: Dict[str, int]
     tensor_basis_lambdas: Dict[str, int]
@@ -180,7 +181,7 @@ class TensorBasisBackend(PETBackend):
             if kind == 1:
                 vectors = vectors[:, :, [1, 2, 0]]  # m = -1, 0, 1: y, z, x
             return vectors.transpose(1, 2).reshape(atoms, -1)
-        if kind == 8:  # PSEUDO_HIGHER: sum_c (u_c . G) t_c, in float64 as the cross products
+        if kind == 8:  # PSEUDO_HIGHER: sum_c (u_c . G) t_c, in float64 (see _precise_channels)
             size = 2 * o3_lambda + 1
             start = o3_lambda * o3_lambda
             basis = harmonics[:, :, start : start + size].double()

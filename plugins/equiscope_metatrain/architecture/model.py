@@ -183,10 +183,12 @@ class EquiscopeModel(OrbitAveraging, PET):
             rank_2 = torch.eye(9, dtype=torch.float64).reshape(9, 3, 3)
             projection = eq.cartesian_to_spherical(rank_2, rank=2)[(2, 1)].T.contiguous()
             backend.register_buffer("tensor_basis_lambda_2", projection, persistent=False)
-            # generators of D^lambda, lambda <= 6, over |L| = sqrt(lambda (lambda + 1)) so
-            # that the output does not grow with lambda; zero-padded (a constant, not saved)
-            generators = torch.zeros(7, 3, 13, 13, dtype=torch.float64)
-            for o3_lambda in range(1, 7):
+            # generators of D^lambda up to max_lambda, over |L| = sqrt(lambda (lambda + 1))
+            # so that the output does not grow with lambda; zero-padded (a constant, not
+            # saved)
+            top = self.tensor_basis_max_lambda
+            generators = torch.zeros(top + 1, 3, 2 * top + 1, 2 * top + 1, dtype=torch.float64)
+            for o3_lambda in range(1, top + 1):
                 size = 2 * o3_lambda + 1
                 norm = (o3_lambda * (o3_lambda + 1)) ** 0.5
                 generators[o3_lambda, :, :size, :size] = eq.wigner_generators(o3_lambda) / norm

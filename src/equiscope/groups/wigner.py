@@ -27,6 +27,19 @@ _PERMUTATION = torch.tensor(
 
 
 @functools.lru_cache(maxsize=64)
+def _e3nn_generators(lam: int) -> torch.Tensor:
+    """e3nn's real generators ``[3, 2 lam + 1, 2 lam + 1]`` (about its x, y, z), float64."""
+    from e3nn.o3._wigner import so3_generators
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # e3nn builds its generators in it
+    try:
+        return so3_generators(lam).to(torch.float64)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@functools.lru_cache(maxsize=64)
 def _spectral_factors(lam: int):
     """Diagonalise e3nn's generators once: ``X_k = V_k diag(i m) V_k^H``.
 
@@ -35,14 +48,7 @@ def _spectral_factors(lam: int):
     diag(e^{i c m}) V_1^H``: two small products per element instead of three
     matrix exponentials.
     """
-    from e3nn.o3._wigner import so3_generators
-
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # e3nn builds its generators in it
-    try:
-        generators = so3_generators(lam).to(torch.float64)
-    finally:
-        torch.set_default_dtype(previous)
+    generators = _e3nn_generators(lam)
     m = torch.arange(-lam, lam + 1, dtype=torch.float64)
     bases = []
     for k in (1, 0):
@@ -89,15 +95,7 @@ def wigner_generators(lam: int) -> torch.Tensor:
     permuted frame are ours about ``(y, z, x)``."""
     if lam < 0:
         raise ValueError(f"lambda must be non-negative, got {lam}")
-    from e3nn.o3._wigner import so3_generators
-
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        generators = so3_generators(lam).to(torch.float64)
-    finally:
-        torch.set_default_dtype(previous)
-    return generators[[2, 0, 1]].contiguous()
+    return _e3nn_generators(lam)[[2, 0, 1]].clone()
 
 
 def irrep_matrices(lam: int, sigma: int, elements: torch.Tensor) -> torch.Tensor:

@@ -289,6 +289,20 @@ def test_tensor_basis_readout_is_exactly_equivariant_on_an_invariant_trunk(
     assert plain["equivariance_rmse"] > 0.3 * plain["rms_value"]
 
 
+def test_pseudotensor_generators_are_normalised_by_the_angular_momentum():
+    """The buffer holds ``G / sqrt(lambda (lambda + 1))`` for every lambda up to
+    ``tensor_basis_max_lambda``, zero-padded, so the block does not grow with lambda."""
+    model = tensor_basis_model(True, None, tensor_basis_max_lambda=4)
+    buffer = model.backend.tensor_basis_generators
+    assert buffer.shape == (5, 3, 9, 9)
+    assert torch.equal(buffer[0], torch.zeros_like(buffer[0]))
+    for o3_lambda in range(1, 5):
+        size = 2 * o3_lambda + 1
+        expected = eq.wigner_generators(o3_lambda) / math.sqrt(o3_lambda * (o3_lambda + 1))
+        assert torch.allclose(buffer[o3_lambda, :, :size, :size], expected, atol=1e-15)
+        assert buffer[o3_lambda, :, size:].abs().sum() == 0  # zero padding
+
+
 def test_without_higher_pseudotensors_lambda_3_keeps_pets_readout():
     """``tensor_basis_higher_pseudotensors: false`` (what checkpoints before version 5
     did): lambda = 3, sigma = -1 is PET's readout, invariant on this trunk, while
