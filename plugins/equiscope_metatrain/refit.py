@@ -18,6 +18,7 @@ least-squares solution).
 from __future__ import annotations
 
 import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from .tensor_basis import PSEUDO_HIGHER, PSEUDO_LAMBDA_2, PSEUDOSCALAR, PSEUDOVECTOR, RANK_2
 
@@ -180,16 +181,11 @@ def refit_readout(
     projected = left.T @ residual
     scale = float(singular.square().mean()) or 1.0
     cutoff = float(singular.max()) * max(matrix.shape) * torch.finfo(torch.float64).eps
-    start = torch.cat([p.detach().reshape(-1) for p in parameters])
+    start = parameters_to_vector(parameters).detach()
 
     def assign(change: torch.Tensor) -> None:
-        flat = start + change.to(dtype)
         with torch.no_grad():
-            offset = 0
-            for parameter in parameters:
-                size = parameter.numel()
-                parameter.copy_(flat[offset : offset + size].reshape(parameter.shape))
-                offset += size
+            vector_to_parameters(start + change.to(dtype), parameters)
 
     def rmse(prediction: torch.Tensor, reference: torch.Tensor) -> float:
         return float((prediction - reference).square().mean().sqrt())
