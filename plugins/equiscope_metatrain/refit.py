@@ -157,10 +157,18 @@ def refit_readout(
     model.eval()
     parameters = readout_parameters(model, output)
     dtype = parameters[0].dtype
-    targets = torch.as_tensor(targets, dtype=dtype).reshape(len(systems), -1)
-    validation_targets = torch.as_tensor(validation_targets, dtype=dtype).reshape(
-        len(validation_systems), -1
-    )
+    checked = []
+    for label, structures, values in (
+        ("targets", systems, targets),
+        ("validation_targets", validation_systems, validation_targets),
+    ):
+        values = torch.as_tensor(values, dtype=dtype)
+        if values.shape[0] != len(structures):
+            raise ValueError(f"{label} has {values.shape[0]} rows for {len(structures)} structures")
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError(f"{label} holds NaN or infinite values")
+        checked.append(values.reshape(len(structures), -1))
+    targets, validation_targets = checked
     with torch.no_grad():
         size = _predictions(model, systems[:1], output).shape[1]
     if size != targets.shape[1]:
