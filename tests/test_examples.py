@@ -272,21 +272,24 @@ def test_inductive_bias_example_trains_the_stress_next_to_the_energy(tmp_path):
     """``--with-energy``: the direct and conservative stress of the export on the
     validation cells; with one epoch the export is that epoch's model, so its direct
     stress RMSE is metatrain's validation RMSE (same cells, same per-atom scaling).
-    ``--refit``: the stress on fresh cells and its equivariance, before and after."""
+    ``--refit``: the stress on fresh cells and its equivariance, before and after, and
+    behind the averaging head."""
     figure = tmp_path / "figure.png"
     options = ("--target", "stress", "--with-energy", "--refit", "--runs", "tensor basis")
     rows, output = _inductive_bias_example(figure, *options, "--strain", "0.04")
     assert "direct stress" in output and "conservative stress" in output
     (row,) = rows
     # run (two words), accuracy, equivariance, seconds, direct, conservative, two probes,
-    # fresh before / refit, A before / refit
+    # fresh before / refit / head, A before / refit / head
     accuracy, direct, conservative = float(row[2]), float(row[5]), float(row[6])
     assert abs(direct - accuracy) < 1e-3 * accuracy  # the CSV keeps 5 significant digits
     assert conservative > 0 and float(row[7]) > 0 and float(row[8]) > 0
     assert "predicting the training cells' mean stress" in output
     assert "fresh before / refit" in output
-    assert len(row) == 13 and all(float(value) > 0 for value in row[9:])
+    assert len(row) == 15 and all(float(value) > 0 for value in row[9:])
     assert float(row[10]) < float(row[9])  # the refit lowers the error on fresh cells
+    # the head's O grid removes the refit's lowest symmetry-breaking sectors exactly
+    assert float(row[14]) < float(row[13])
 
 
 def test_inductive_bias_example_refuses_options_for_other_targets(tmp_path):
@@ -307,6 +310,20 @@ def test_inductive_bias_example_refuses_options_for_other_targets(tmp_path):
     )
     assert result.returncode == 2
     assert "--refit needs --target stress, not --target efg" in result.stderr
+    for extra, message in (
+        ([], "--refit-equivariance-weight needs --refit"),
+        (["--refit"], "--refit-equivariance-weight must be >= 0, got -1.0"),
+    ):
+        options = ["--target", "stress", *extra, "--refit-equivariance-weight", "-1"]
+        result = subprocess.run(
+            [sys.executable, example, *options, "--output", str(tmp_path / "f.png")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 2
+        assert message in result.stderr
+        assert not (tmp_path / "f.png").exists()
 
 
 def test_stress_probe_fits_separate_optimum_from_gradient_training():

@@ -13,9 +13,21 @@ instead, by ridge regression on the change,
 with ``J`` from autograd (exact: the map is affine) and ``alpha`` picked from
 ``ridges`` by the RMSE on held-out structures (``alpha = 0`` allowed: the minimum-norm
 least-squares solution).
+
+The fit runs on each structure ``x`` and its copies ``g x`` over random elements ``g`` of
+O(3), with targets ``rho(g) y*``. With ``equivariance_weight = mu > 0`` it also penalises
+the spread of the back-transformed copies about their orbit mean, the equivariance
+variance of the paper (A^2, on that orbit):
+
+    + mu sum_x sum_g |rho(g)^T y(g x) - mean_h rho(h)^T y(h x)|^2,
+
+still quadratic in ``Delta`` (its rows are appended to ``J``), so one SVD still serves
+every ridge, and the ridge is picked by the same objective on the held-out orbits.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
@@ -69,7 +81,8 @@ def _with_orientations(model, systems, targets, output: str, orientations: int, 
     """``systems`` and ``targets`` followed by their copies under ``orientations``
     Haar-random rotations and the same rotations times the inversion (an O(3) random
     grid), with neighbour lists rebuilt and the targets transformed as the output's
-    block (``rho(g) y``)."""
+    block (``rho(g) y``); and ``rho`` of every copy, ``[copies, d, d]`` (the identity
+    first), copies outermost in the returned order."""
     from metatomic.torch import ModelOutput
     from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
 
@@ -77,14 +90,15 @@ def _with_orientations(model, systems, targets, output: str, orientations: int, 
     from equiscope.metrics.equivariance import representation
     from equiscope_atoms.orbit import output_irrep, transformed_system
 
-    if orientations == 0:
-        return systems, targets
     request = {output: ModelOutput(sample_kind="system")}
     with torch.no_grad():
         tensor_map = model([systems[0]], request)[output]
     if len(tensor_map) != 1:
         raise ValueError(f"the refit takes outputs of one block; {output!r} has {len(tensor_map)}")
     irrep = output_irrep(output, tensor_map.keys.entry(0), tensor_map.block(0))
+    if orientations == 0:
+        d = targets.shape[1] // tensor_map.block(0).values.shape[-1]
+        return systems, targets, torch.eye(d, dtype=torch.float64)[None]
     grid = eq.grid("random", n=orientations, seed=seed, inversion=True)
     rho, _ = representation(grid, irrep)  # [copies, d, d]
     d = rho.shape[-1]
@@ -96,7 +110,18 @@ def _with_orientations(model, systems, targets, output: str, orientations: int, 
         for matrix in grid.rotations
         for system in systems
     ]
-    return systems + moved, torch.cat([targets, copied.reshape(-1, targets.shape[1])])
+    every = torch.cat([torch.eye(d, dtype=rho.dtype)[None], rho])
+    return systems + moved, torch.cat([targets, copied.reshape(-1, targets.shape[1])]), every
+
+
+def _orbit_deviations(values: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    """``rho(g)^T v(g x)`` minus its mean over the orbit, for ``values`` of shape
+    ``[copies * structures, d * p, ...]`` (copies outermost; Jacobians allowed), in the
+    same shape: zero for an equivariant output."""
+    copies, d = rho.shape[0], rho.shape[-1]
+    shaped = values.reshape(copies, values.shape[0] // copies, d, -1)
+    back = torch.einsum("ced,cnex->cndx", rho.to(values.dtype), shaped)
+    return (back - back.mean(dim=0)).reshape(values.shape)
 
 
 def _design(model, systems, output: str, parameters) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,6 +159,7 @@ def refit_readout(
     orientations: int = 4,
     seed: int = 0,
     ridges: tuple[float, ...] = (0.0, 1e-16, 1e-14, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1.0),
+    equivariance_weight: float = 0.0,
 ) -> dict:
     """Refit the readout of ``output`` in place by ridge regression (module docstring).
 
@@ -149,11 +175,22 @@ def refit_readout(
         fit on one orientation can trade it away for accuracy in that orientation
     :param seed: the random rotations
     :param ridges: candidate ``alpha``, relative to the mean squared singular value of ``J``
+    :param equivariance_weight: ``mu``, the weight of the orbit spread against the squared
+        error (module docstring; needs ``orientations >= 1``). The plain fit already
+        counts the spread once: the error of the copies is the error of the orbit mean
+        plus the spread about it
     :return: ``{"ridge", "validation_rmse_before", "validation_rmse_after",
-        "training_rmse_before", "training_rmse_after"}`` (RMSE over all values)
+        "training_rmse_before", "training_rmse_after"}`` (RMSE over all values and
+        copies) and the same four with ``equivariance_rmse`` for ``rmse``: the RMS of
+        ``rho(g)^T y(g x)`` about its orbit mean (``sqrt(A^2 / values)``; 0 without
+        orientations)
     """
     if len(systems) == 0 or len(validation_systems) == 0:
         raise ValueError("refit_readout needs at least one training and one validation structure")
+    if not (math.isfinite(equivariance_weight) and equivariance_weight >= 0.0):
+        raise ValueError(f"equivariance_weight must be >= 0, got {equivariance_weight}")
+    if equivariance_weight > 0.0 and orientations < 1:
+        raise ValueError("equivariance_weight > 0 needs orientations >= 1 to compare copies")
     model.eval()
     parameters = readout_parameters(model, output)
     dtype = parameters[0].dtype
@@ -175,8 +212,8 @@ def refit_readout(
         raise ValueError(
             f"targets have {targets.shape[1]} values per structure, output {output!r} gives {size}"
         )
-    systems, targets = _with_orientations(model, systems, targets, output, orientations, seed)
-    validation_systems, validation_targets = _with_orientations(
+    systems, targets, rho = _with_orientations(model, systems, targets, output, orientations, seed)
+    validation_systems, validation_targets, validation_rho = _with_orientations(
         model, validation_systems, validation_targets, output, orientations, seed + 1
     )
     values, jacobian = _design(model, systems, output, parameters)
@@ -184,6 +221,12 @@ def refit_readout(
         validation_before = _predictions(model, validation_systems, output)
     matrix = jacobian.reshape(-1, jacobian.shape[-1]).double()
     residual = (targets - values).reshape(-1).double()
+    if equivariance_weight > 0.0:  # rows of the spread about the orbit mean, to zero
+        root = math.sqrt(equivariance_weight)
+        spread = _orbit_deviations(jacobian.double(), rho)
+        matrix = torch.cat([matrix, root * spread.reshape(-1, matrix.shape[1])])
+        spread = _orbit_deviations(values.double(), rho)
+        residual = torch.cat([residual, -root * spread.reshape(-1)])
     # one SVD serves every ridge: Delta = V diag(s / (s^2 + alpha)) U^T r
     left, singular, right = torch.linalg.svd(matrix, full_matrices=False)
     projected = left.T @ residual
@@ -198,6 +241,9 @@ def refit_readout(
     def rmse(prediction: torch.Tensor, reference: torch.Tensor) -> float:
         return float((prediction - reference).square().mean().sqrt())
 
+    def spread_rmse(prediction: torch.Tensor, orbit: torch.Tensor) -> float:
+        return float(_orbit_deviations(prediction.double(), orbit).square().mean().sqrt())
+
     best = None
     for ridge in ridges:
         if ridge == 0.0:  # minimum-norm least squares
@@ -207,17 +253,24 @@ def refit_readout(
         change = right.T @ (inverse * projected)
         assign(change)
         with torch.no_grad():
-            error = rmse(_predictions(model, validation_systems, output), validation_targets)
-        if best is None or error < best[0]:
-            best = (error, ridge, change)
-    error, ridge, change = best
+            prediction = _predictions(model, validation_systems, output)
+        error = rmse(prediction, validation_targets)
+        spread = spread_rmse(prediction, validation_rho)
+        objective = error**2 + equivariance_weight * spread**2
+        if best is None or objective < best[0]:
+            best = (objective, ridge, change, error, spread)
+    _, ridge, change, error, spread = best
     assign(change)
     with torch.no_grad():
-        training_after = rmse(_predictions(model, systems, output), targets)
+        training_after = _predictions(model, systems, output)
     return {
         "ridge": ridge,
         "validation_rmse_before": rmse(validation_before, validation_targets),
         "validation_rmse_after": error,
         "training_rmse_before": rmse(values, targets),
-        "training_rmse_after": training_after,
+        "training_rmse_after": rmse(training_after, targets),
+        "validation_equivariance_rmse_before": spread_rmse(validation_before, validation_rho),
+        "validation_equivariance_rmse_after": spread,
+        "training_equivariance_rmse_before": spread_rmse(values, rho),
+        "training_equivariance_rmse_after": spread_rmse(training_after, rho),
     }
