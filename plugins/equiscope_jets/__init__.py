@@ -52,6 +52,8 @@ _LAZY = {
     "SymmetrizedTagger": "heads",
     "canonical_rotation": "heads",
     "HEAD_MODES": "heads",
+    "export_tagger": "export",
+    "load_exported_tagger": "export",
 }
 
 

@@ -150,7 +150,8 @@ def group_elements(group: JetGroup, rotations: torch.Tensor, momenta: torch.Tens
     if group.frame == "lab":
         return rotations.expand(jets, *rotations.shape)
     frames = jet_frames(momenta)
-    return torch.einsum("jba,nbc,jcd->jnad", frames, rotations, frames)
+    # F^T g F by broadcast matmuls (a 3-operand einsum fixes the shapes under torch.export)
+    return frames.transpose(1, 2)[:, None] @ rotations[None] @ frames[:, None]
 
 
 def random_elements(

@@ -1,4 +1,5 @@
-"""``equiscope jets ...``: the jet adapter's command line (``generate``, ``train``, ``audit``).
+"""``equiscope jets ...``: the jet adapter's command line (``generate``, ``train``, ``audit``,
+``export``).
 
 :func:`add_parser` registers the ``jets`` subcommand on the main parser's subparsers and
 :func:`run` executes it; bad input raises ``equiscope.cli.BadInput`` (one line, exit 2).
@@ -52,6 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_train_parser(actions)
     _add_audit_parser(actions)
+    _add_export_parser(actions)
     jets.set_defaults(handler=run, jets_parser=jets)
     return jets
 
@@ -61,13 +63,17 @@ def run(args: argparse.Namespace) -> int:
     from equiscope.cli import BadInput
 
     if getattr(args, "jets_command", None) is None:
-        raise BadInput("choose an action: generate, train or audit (see equiscope jets --help)")
+        raise BadInput(
+            "choose an action: generate, train, audit or export (see equiscope jets --help)"
+        )
     if args.jets_command == "generate":
         return _generate(args)
     if args.jets_command == "train":
         return _train(args)
     if args.jets_command == "audit":
         return _audit(args)
+    if args.jets_command == "export":
+        return _export(args)
     raise BadInput(f"unknown action {args.jets_command!r}")  # pragma: no cover
 
 
@@ -367,4 +373,69 @@ def _audit(args: argparse.Namespace) -> int:
     write_jet_report(report, output)
     print(jet_markdown(report).split("## Hidden layers")[0].rstrip())
     print(f"\nreport: {output / 'report.md'} (and report.json, figures, one folder per group)")
+    return 0
+
+
+def _add_export_parser(actions) -> None:
+    export = actions.add_parser(
+        "export",
+        help="export a trained tagger, alone or behind a head, as a torch.export program",
+        description="Write a tagger checkpoint (from 'equiscope jets train'), alone or behind "
+        "a symmetrised head, as one torch.export program (.pt2) mapping momenta [jets, C, 4] "
+        "(float64, any numbers of jets and constituents) to logits; it runs with torch "
+        "alone: torch.export.load(PATH).module()(momenta). Checks the program against the "
+        "eager tagger and prints the largest difference.",
+    )
+    export.add_argument("model", help="tagger checkpoint (model.pt from equiscope jets train)")
+    export.add_argument("-o", "--output", required=True, help="output program (.pt2)")
+    export.add_argument(
+        "--head", choices=("average", "canonical"), help="export the tagger behind this head"
+    )
+    export.add_argument("--head-group", default="so2-axis", help="group of an average head")
+    export.add_argument("--head-n", type=int, help="rotations of an average head's axial grid")
+    export.add_argument(
+        "--frame", default="jet", choices=("jet", "lab"), help="frame of a canonical head"
+    )
+
+
+def _export(args: argparse.Namespace) -> int:
+    import torch
+
+    from equiscope.cli import BadInput, require_at_least
+
+    from .actions import get_group
+    from .checkpoint import JetModelError, load_checkpoint
+    from .export import example_jets, export_tagger, load_exported_tagger
+    from .heads import SymmetrizedTagger
+    from .peer import PeerUnavailable
+
+    torch.set_num_threads(1)
+    if args.head_n is not None:
+        require_at_least(("--head-n", args.head_n, 1))
+    output = Path(args.output)
+    if output.suffix != ".pt2":
+        raise BadInput(f"--output {output}: an exported program is a .pt2 file")
+    try:
+        model, _ = load_checkpoint(args.model)
+        if args.head is not None:
+            grid = None
+            if args.head == "average" and args.head_n is not None:
+                grid = get_group(args.head_group).default_grid(n=args.head_n)
+            model = SymmetrizedTagger(
+                model, args.head, group=args.head_group, grid=grid, frame=args.frame
+            )
+        export_tagger(model, output)
+        program = load_exported_tagger(output)
+    except (JetModelError, PeerUnavailable) as error:
+        raise BadInput(str(error)) from None
+    except ValueError as error:  # a head option
+        raise BadInput(str(error).splitlines()[0]) from None
+    except OSError as error:
+        raise BadInput(f"--output {output}: cannot write ({error.strerror})") from None
+    except Exception as error:  # torch.export could not trace this tagger
+        raise BadInput(f"{args.model}: torch.export failed ({type(error).__name__})") from None
+    jets = example_jets()
+    with torch.no_grad():
+        difference = float((program(jets) - model(jets)).abs().max())
+    print(f"exported: {output} ({model.kind}; largest difference to eager: {difference:.2g})")
     return 0

@@ -36,7 +36,10 @@ def canonical_rotation(momenta: torch.Tensor, frame: str = "jet") -> torch.Tenso
     """Rotations R [jets, 3, 3] taking each jet to the reference frame (see module doc)."""
     momenta = momenta.to(torch.float64)
     n = jet_axis(momenta)
-    leading = momenta[torch.arange(len(momenta)), momenta[..., 0].argmax(-1), 1:]
+    # the most energetic constituent, picked by a mask so that shapes stay symbolic
+    slots = torch.arange(momenta.shape[1], device=momenta.device)
+    most = slots[None, :] == momenta[..., 0].argmax(-1, keepdim=True)
+    leading = (momenta[..., 1:] * most[..., None]).sum(1)
     t = leading - (leading * n).sum(-1, keepdim=True) * n
     t = t / t.norm(dim=-1, keepdim=True).clamp_min(1e-300)
     source = torch.stack([n, t, torch.linalg.cross(n, t)], -1)
@@ -122,12 +125,15 @@ class SymmetrizedTagger(nn.Module):
             copies = rotate(
                 copies.reshape(jets * n, *momenta.shape[1:]), elements.reshape(-1, 3, 3)
             )
-            logits = torch.cat(
-                [
-                    self.model(copies[i : i + self.batch_size])
-                    for i in range(0, len(copies), self.batch_size)
-                ]
-            )
+            if torch.compiler.is_exporting():  # one call: the batch size is symbolic
+                logits = self.model(copies)
+            else:
+                logits = torch.cat(
+                    [
+                        self.model(copies[i : i + self.batch_size])
+                        for i in range(0, len(copies), self.batch_size)
+                    ]
+                )
             weights = self.grid.weights.to(logits.dtype)
             logit = logits.reshape(jets, n) @ weights
         return (logit, {}) if hidden else logit
