@@ -76,9 +76,12 @@ def teacher_and_student(tensor_basis: bool, lmax=None):
     return teacher, student
 
 
-def refit_and_check(teacher, student, n_fit: int, n_validation: int, orientations: int):
-    """Refit ``student`` to ``teacher``'s stresses on fresh cells; checks the targets come
-    back to round-off on the fitted and the held-out cells. Returns the held-out cells."""
+def refit_and_check(
+    teacher, student, n_fit: int, n_validation: int, orientations: int, weight: float = 0.0
+):
+    """Refit ``student`` to ``teacher``'s stresses on fresh cells (``weight``: the
+    equivariance weight); checks the targets come back to round-off on the fitted and the
+    held-out cells. Returns the held-out cells, the targets' size and the refit's report."""
     fit = copper_cells(student, n_fit, seed=0)
     validation = copper_cells(student, n_validation, seed=100)
     targets, validation_targets = stresses(teacher, fit), stresses(teacher, validation)
@@ -91,11 +94,12 @@ def refit_and_check(teacher, student, n_fit: int, n_validation: int, orientation
         validation_targets,
         output="non_conservative_stress",
         orientations=orientations,
+        equivariance_weight=weight,
     )
     assert result["validation_rmse_before"] > 0.1 * size
     assert result["training_rmse_after"] < 1e-8 * size
     assert result["validation_rmse_after"] < 1e-8 * size
-    return validation, size
+    return validation, size, result
 
 
 @pytest.mark.parametrize("tensor_basis", [True, False])
@@ -104,7 +108,7 @@ def test_refit_recovers_a_readout_of_the_same_trunk(tensor_basis):
     in the readout, so the refit (one orientation) reproduces them to round-off on
     held-out cells too."""
     teacher, student = teacher_and_student(tensor_basis)
-    validation, size = refit_and_check(teacher, student, 60, 4, orientations=0)
+    validation, size, _ = refit_and_check(teacher, student, 60, 4, orientations=0)
     refitted = stresses(student, validation)
     assert torch.allclose(refitted, stresses(teacher, validation), rtol=0, atol=1e-8 * size)
 
@@ -114,7 +118,7 @@ def test_refit_with_orientations_keeps_an_exactly_equivariant_readout():
     exactly, so the rotated and inverted copies' targets are its own outputs there; the
     refit recovers it on all of them and the refitted stress still rotates exactly."""
     teacher, student = teacher_and_student(True, lmax=0)
-    validation, size = refit_and_check(teacher, student, 16, 2, orientations=2)
+    validation, size, _ = refit_and_check(teacher, student, 16, 2, orientations=2)
     rotation = torch.linalg.matrix_exp(
         torch.tensor([[0.0, -0.4, 0.9], [0.4, 0.0, -0.2], [-0.9, 0.2, 0.0]], dtype=torch.float64)
     )
@@ -247,19 +251,5 @@ def test_equivariance_weight_keeps_an_exact_answer_exact():
     """Targets an equivariant readout of the same trunk gives exactly: the penalty is
     zero there, so the penalised refit still recovers them to round-off."""
     teacher, student = teacher_and_student(True, lmax=0)
-    fit = copper_cells(student, 16, seed=0)
-    validation = copper_cells(student, 2, seed=100)
-    size = float(stresses(teacher, validation).square().mean().sqrt())
-    result = refit_readout(
-        student,
-        fit,
-        stresses(teacher, fit),
-        validation,
-        stresses(teacher, validation),
-        output="non_conservative_stress",
-        orientations=2,
-        equivariance_weight=100.0,
-    )
-    assert result["validation_rmse_before"] > 0.1 * size
-    assert result["validation_rmse_after"] < 1e-8 * size
+    _, size, result = refit_and_check(teacher, student, 16, 2, orientations=2, weight=100.0)
     assert result["validation_equivariance_rmse_after"] < 1e-10 * size
