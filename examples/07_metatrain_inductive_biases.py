@@ -447,8 +447,13 @@ def refit_stress(run: Path, data: Path, probe: Path, equivariance_weight: float 
         return systems, stresses, torch.tensor([float(len(a)) for a in frames])
 
     def stress(evaluate, systems: list) -> torch.Tensor:
+        """In calls of 8 structures: behind the head each becomes 48 copies."""
         with torch.no_grad():
-            return evaluate(systems, request)[name].block().values.reshape(len(systems), 3, 3)
+            values = [
+                evaluate(systems[i : i + 8], request)[name].block().values
+                for i in range(0, len(systems), 8)
+            ]
+        return torch.cat(values).reshape(len(systems), 3, 3)
 
     def fresh_rmse(evaluate) -> float:
         errors = stress(evaluate, fresh[0]).reshape(-1, 9) - fresh[1]
