@@ -674,6 +674,33 @@ def main():
     figure.tight_layout()
     figure.savefig(args.output, dpi=110)
     print(f"figure: {args.output}")
+    if "fresh refit" in extra:
+        path = Path(args.output)
+        path = path.with_name(f"{path.stem}_refit{path.suffix}")
+        plot_refit(results, weight, path)
+        print(f"figure: {path}")
+
+
+def plot_refit(results: dict, weight: float, path: Path) -> None:
+    """``--refit``: per run, the stress RMSE on the fresh cells and the equivariance RMSE
+    of the cell's stress, as trained, refitted, and refitted behind the averaging head."""
+    stages = (("before", "trained"), ("refit", "refit"), ("head", "refit + O_h head"))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.8 / len(stages)
+    for k, (key, name) in enumerate(stages):
+        positions = [i + (k - 1) * width for i in range(len(results))]
+        left.bar(positions, [r[f"fresh {key}"] for r in results.values()], width, label=name)
+        right.bar(positions, [r[f"A {key}"] for r in results.values()], width, label=name)
+    left.set(title="stress RMSE, fresh cells", ylabel="meV/A^3 per atom")
+    right.set(title="equivariance RMSE of the cell's stress", ylabel="meV/A^3 per atom")
+    right.set(yscale="log")
+    for axis in (left, right):
+        axis.set_xticks(list(range(len(results))), list(results))
+    handles, labels = left.get_legend_handles_labels()
+    title = f"refit with equivariance weight {weight:g}:"
+    figure.legend(handles, labels, loc="lower center", ncol=3, title=title)
+    figure.tight_layout(rect=(0, 0.12, 1, 1))
+    figure.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -290,6 +290,8 @@ def test_inductive_bias_example_trains_the_stress_next_to_the_energy(tmp_path):
     assert float(row[10]) < float(row[9])  # the refit lowers the error on fresh cells
     # the head's O grid removes the refit's lowest symmetry-breaking sectors exactly
     assert float(row[14]) < float(row[13])
+    refit_figure = figure.with_name("figure_refit.png")
+    assert f"figure: {refit_figure}" in output and refit_figure.stat().st_size > 10_000
 
 
 def test_inductive_bias_example_refuses_options_for_other_targets(tmp_path):
