@@ -257,7 +257,10 @@ def _add_audit_parser(actions) -> None:
         "boosts (non-compact) as invariance error against rapidity. 'equiscope audit "
         "MODEL JETS' does the same with the defaults.",
     )
-    audit.add_argument("model", help="tagger checkpoint (model.pt from equiscope jets train)")
+    audit.add_argument(
+        "model",
+        help="tagger checkpoint (model.pt from equiscope jets train) or exported program (.pt2)",
+    )
     audit.add_argument("data", help="jets (npz or landscape HDF5)")
     audit.add_argument("-o", "--output", default="equiscope-audit", help="report folder")
     audit.add_argument(
@@ -284,13 +287,14 @@ def _add_audit_parser(actions) -> None:
 
 
 def audit_jet_model(args: argparse.Namespace) -> int | None:
-    """``equiscope audit`` on a tagger checkpoint: run the jet audit and return its exit
-    code; ``None`` when ``args.model`` is not a tagger checkpoint. ``--grid`` other than
+    """``equiscope audit`` on a tagger checkpoint or exported program: run the jet audit
+    and return its exit code; ``None`` when ``args.model`` is neither. ``--grid`` other than
     ``auto`` names the groups (comma-separated), ``--structures`` the number of jets."""
     from .audit import DEFAULT_GROUPS
     from .checkpoint import is_jet_checkpoint
+    from .export import is_exported_tagger
 
-    if not is_jet_checkpoint(args.model):
+    if not (is_jet_checkpoint(args.model) or is_exported_tagger(args.model)):
         return None
     jets = argparse.Namespace(
         model=args.model,
@@ -322,6 +326,7 @@ def _audit(args: argparse.Namespace) -> int:
     from .audit import JetAuditError, audit_tagger
     from .checkpoint import JetModelError, load_checkpoint
     from .data import JetDataError, load_jets
+    from .export import is_exported_tagger, load_exported_tagger
     from .heads import SymmetrizedTagger
     from .peer import PeerUnavailable
     from .report import jet_markdown, write_jet_report
@@ -344,7 +349,12 @@ def _audit(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise BadInput(f"--groups: {error}") from None
     try:
-        model, training = load_checkpoint(args.model)
+        if is_exported_tagger(args.model):  # a program: no hidden layers to capture
+            model = load_exported_tagger(args.model)
+            training, exported = model.metadata, True
+        else:
+            model, training = load_checkpoint(args.model)
+            exported = False
         data = load_jets(args.data, limit=args.jets)
         momenta = prepare_momenta(data, int(training.get("max_constituents", 64)))
         if args.head is not None:
@@ -359,7 +369,7 @@ def _audit(args: argparse.Namespace) -> int:
             groups=groups,
             grids=grids,
             max_lambda=args.max_lambda,
-            layers=args.layers == "all" and args.head is None,
+            layers=args.layers == "all" and args.head is None and not exported,
             batch_size=args.batch_size,
             rapidity_max=args.rapidity_max,
             rapidity_steps=args.rapidity_steps,
@@ -416,7 +426,7 @@ def _export(args: argparse.Namespace) -> int:
     if output.suffix != ".pt2":
         raise BadInput(f"--output {output}: an exported program is a .pt2 file")
     try:
-        model, _ = load_checkpoint(args.model)
+        model, training = load_checkpoint(args.model)
         if args.head is not None:
             grid = None
             if args.head == "average" and args.head_n is not None:
@@ -424,7 +434,8 @@ def _export(args: argparse.Namespace) -> int:
             model = SymmetrizedTagger(
                 model, args.head, group=args.head_group, grid=grid, frame=args.frame
             )
-        export_tagger(model, output)
+        metadata = {"max_constituents": int(training.get("max_constituents", 64))}
+        export_tagger(model, output, metadata=metadata)
         program = load_exported_tagger(output)
     except (JetModelError, PeerUnavailable) as error:
         raise BadInput(str(error)) from None

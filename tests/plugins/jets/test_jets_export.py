@@ -2,6 +2,7 @@
 numbers of jets and constituents, heads as exact as eager, and clear errors."""
 
 import argparse
+import json
 import math
 
 import pytest
@@ -143,3 +144,34 @@ def test_cli_refuses_a_missing_model(tmp_path):
     with pytest.raises(BadInput, match=r"nope\.pt: no such file"):
         run(_parse(["jets", "export", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "a.pt2")]))
     assert not (tmp_path / "a.pt2").exists()
+
+
+def test_equiscope_audit_reads_an_exported_program_like_its_checkpoint(tmp_path, jet_files):
+    """`equiscope audit PROGRAM JETS`: the exported tagger's logit gets the checkpoint's
+    equivariance RMSE (to float32 round-off), with no hidden layers; the stored number of
+    constituents prepares the jets the same way. Other .pt2 files are not taken for one."""
+    from equiscope.cli import main
+    from equiscope_jets.export import is_exported_tagger
+
+    top, _ = jet_files
+    checkpoint = save_checkpoint(tagger(), tmp_path / "model.pt", training={"max_constituents": 12})
+    program = tmp_path / "tagger.pt2"
+    assert main(["jets", "export", str(checkpoint), "-o", str(program)]) == 0
+    assert is_exported_tagger(program) and not is_exported_tagger(checkpoint)
+    assert load_exported_tagger(program).metadata["max_constituents"] == 12
+    reports = {}
+    for name, model in (("checkpoint", checkpoint), ("program", program)):
+        options = ["--structures", "3", "--grid", "so2-axis", "--n", "6"]
+        assert main(["audit", str(model), str(top), "-o", str(tmp_path / name), *options]) == 0
+        reports[name] = json.loads((tmp_path / name / "report.json").read_text())
+    exported, eager = reports["program"], reports["checkpoint"]
+    assert exported["model_kind"] == "exported transformer" and not exported["layers"]
+    assert eager["layers"]
+    a, b = (r["outputs"]["logit"]["equivariance_rmse"] for r in (exported, eager))
+    assert a == pytest.approx(b, rel=1e-3) and b > 0
+    other = tmp_path / "other.pt2"
+    bare = torch.export.export(torch.nn.Linear(4, 1), (torch.zeros(2, 4),))
+    torch.export.save(bare, other)
+    assert not is_exported_tagger(other)
+    with pytest.raises(JetModelError, match=r"a torch\.export program, but not an exported tagger"):
+        load_exported_tagger(other)
