@@ -358,9 +358,7 @@ def _audit(args: argparse.Namespace) -> int:
         data = load_jets(args.data, limit=args.jets)
         momenta = prepare_momenta(data, int(training.get("max_constituents", 64)))
         if args.head is not None:
-            head_grid = None
-            if args.head == "average" and args.head_n is not None:
-                head_grid = get_group(args.head_group).default_grid(n=args.head_n)
+            head_grid = _head_grid(args)
             model = SymmetrizedTagger(model, args.head, group=args.head_group, grid=head_grid)
         report = audit_tagger(
             model,
@@ -384,6 +382,29 @@ def _audit(args: argparse.Namespace) -> int:
     print(jet_markdown(report).split("## Hidden layers")[0].rstrip())
     print(f"\nreport: {output / 'report.md'} (and report.json, figures, one folder per group)")
     return 0
+
+
+def _head_grid(args: argparse.Namespace):
+    """The grid of ``--head average`` with ``--head-n`` (``None``: the head's default);
+    one-line errors for options that do not fit the head or its group."""
+    from equiscope.cli import BadInput
+
+    from .actions import get_group
+
+    if args.head_n is None:
+        return None
+    if args.head != "average":
+        raise BadInput(f"--head-n sets the grid of an average head, not of --head {args.head}")
+    try:
+        kind = get_group(args.head_group)
+    except ValueError as error:
+        raise BadInput(f"--head-group: {error}") from None
+    if isinstance(kind, str) or kind.engine.endswith("(3)"):
+        raise BadInput(
+            f"--head-n sets the rotations about an axis; --head-group {args.head_group} "
+            "is not an SO(2) or O(2) group"
+        )
+    return kind.default_grid(n=args.head_n)
 
 
 def _add_export_parser(actions) -> None:
@@ -413,7 +434,6 @@ def _export(args: argparse.Namespace) -> int:
 
     from equiscope.cli import BadInput, require_at_least
 
-    from .actions import get_group
     from .checkpoint import JetModelError, load_checkpoint
     from .export import example_jets, export_tagger, load_exported_tagger
     from .heads import SymmetrizedTagger
@@ -425,26 +445,27 @@ def _export(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix != ".pt2":
         raise BadInput(f"--output {output}: an exported program is a .pt2 file")
+    if args.frame != "jet" and args.head != "canonical":
+        raise BadInput(f"--frame sets the frame of a canonical head, not of --head {args.head}")
     try:
         model, training = load_checkpoint(args.model)
         if args.head is not None:
-            grid = None
-            if args.head == "average" and args.head_n is not None:
-                grid = get_group(args.head_group).default_grid(n=args.head_n)
+            grid = _head_grid(args)
             model = SymmetrizedTagger(
                 model, args.head, group=args.head_group, grid=grid, frame=args.frame
             )
-        metadata = {"max_constituents": int(training.get("max_constituents", 64))}
-        export_tagger(model, output, metadata=metadata)
-        program = load_exported_tagger(output)
     except (JetModelError, PeerUnavailable) as error:
         raise BadInput(str(error)) from None
     except ValueError as error:  # a head option
         raise BadInput(str(error).splitlines()[0]) from None
+    metadata = {"max_constituents": int(training.get("max_constituents", 64))}
+    try:
+        export_tagger(model, output, metadata=metadata)
     except OSError as error:
         raise BadInput(f"--output {output}: cannot write ({error.strerror})") from None
     except Exception as error:  # torch.export could not trace this tagger
         raise BadInput(f"{args.model}: torch.export failed ({type(error).__name__})") from None
+    program = load_exported_tagger(output)
     jets = example_jets()
     with torch.no_grad():
         difference = float((program(jets) - model(jets)).abs().max())

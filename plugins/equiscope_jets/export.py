@@ -68,17 +68,23 @@ def export_tagger(model: nn.Module, path: str | Path, *, metadata: dict | None =
     training = model.training
     jets = torch.export.Dim("jets", min=1)
     constituents = torch.export.Dim("constituents", min=1)
-    program = torch.export.export(
-        _Logits(model).eval(),
-        (example_jets(),),
-        dynamic_shapes=({0: jets, 1: constituents},),
-    )
-    model.train(training)
+    try:
+        program = torch.export.export(
+            _Logits(model).eval(),
+            (example_jets(),),
+            dynamic_shapes=({0: jets, 1: constituents},),
+        )
+    finally:
+        model.train(training)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.stem}.partial.pt2")  # torch wants the suffix
     content = {**(metadata or {}), "format": EXPORT_FORMAT, "kind": getattr(model, "kind", "")}
-    torch.export.save(program, staging, extra_files={_METADATA: json.dumps(content)})
-    staging.replace(path)
+    try:
+        torch.export.save(program, staging, extra_files={_METADATA: json.dumps(content)})
+        staging.replace(path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
     return path
 
 

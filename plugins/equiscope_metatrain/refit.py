@@ -95,10 +95,10 @@ def _with_orientations(model, systems, targets, output: str, orientations: int, 
         tensor_map = model([systems[0]], request)[output]
     if len(tensor_map) != 1:
         raise ValueError(f"the refit takes outputs of one block; {output!r} has {len(tensor_map)}")
-    irrep = output_irrep(output, tensor_map.keys.entry(0), tensor_map.block(0))
-    if orientations == 0:
+    if orientations == 0:  # one copy: no spread, whatever the output's components
         d = targets.shape[1] // tensor_map.block(0).values.shape[-1]
         return systems, targets, torch.eye(d, dtype=torch.float64)[None]
+    irrep = output_irrep(output, tensor_map.keys.entry(0), tensor_map.block(0))
     grid = eq.grid("random", n=orientations, seed=seed, inversion=True)
     rho, _ = representation(grid, irrep)  # [copies, d, d]
     d = rho.shape[-1]
@@ -175,6 +175,8 @@ def refit_readout(
         fit on one orientation can trade it away for accuracy in that orientation
     :param seed: the random rotations
     :param ridges: candidate ``alpha``, relative to the mean squared singular value of ``J``
+        (with the penalty's rows appended when ``equivariance_weight > 0``, so that scale
+        grows with ``mu``)
     :param equivariance_weight: ``mu``, the weight of the orbit spread against the squared
         error (module docstring; needs ``orientations >= 1``). The plain fit already
         counts the spread once: the error of the copies is the error of the orbit mean

@@ -102,9 +102,15 @@ def test_random_heads_and_bad_files_are_refused(tmp_path, monkeypatch):
     def failing(*args, **kwargs):
         raise RuntimeError("cannot trace")
 
+    model.train()
+    monkeypatch.setattr(torch.export, "save", failing)  # fails while writing
+    with pytest.raises(RuntimeError, match="cannot trace"):
+        export_tagger(model, tmp_path / "unsaved.pt2")
+    assert model.training  # the mode it had
     monkeypatch.setattr(torch.export, "export", failing)
     with pytest.raises(RuntimeError, match="cannot trace"):
         export_tagger(model, tmp_path / "never.pt2")
+    assert model.training
     assert sorted(p.name for p in tmp_path.iterdir()) == ["text.pt2"]  # nothing half-written
 
 
@@ -129,15 +135,30 @@ def test_cli_exports_a_checkpoint_behind_a_head(tmp_path, small_momenta, capsys)
         (["-o", "out.pt2", "--head", "average", "--head-n", "0"], "--head-n must be at least 1"),
         (["-o", "out.pt2", "--head", "average", "--head-group", "nope"], "unknown group 'nope'"),
         (["-o", "out.pt2", "--head", "average", "--head-group", "boost-axis"], "compact group"),
+        (
+            ["-o", "out.pt2", "--head", "average", "--head-group", "boost-axis", "--head-n", "4"],
+            "--head-group boost-axis is not an SO",
+        ),
+        (
+            ["-o", "out.pt2", "--head", "average", "--head-group", "so3", "--head-n", "4"],
+            "--head-group so3 is not an SO",
+        ),
+        (
+            ["-o", "out.pt2", "--head", "canonical", "--head-n", "4"],
+            "--head-n sets the grid of an average head, not of --head canonical",
+        ),
+        (["-o", "out.pt2", "--frame", "lab"], "--frame sets the frame of a canonical head"),
+        (["-o", "folder.pt2"], "--output folder.pt2: cannot write"),
     ],
 )
 def test_cli_bad_input_is_one_line(tmp_path, monkeypatch, options, message):
     monkeypatch.chdir(tmp_path)
     save_checkpoint(tagger(), tmp_path / "model.pt")
+    (tmp_path / "folder.pt2").mkdir()
     with pytest.raises(BadInput, match=message) as info:
         run(_parse(["jets", "export", "model.pt", *options]))
     assert "\n" not in str(info.value)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.pt2", "model.pt"]
 
 
 def test_cli_refuses_a_missing_model(tmp_path):
@@ -175,3 +196,25 @@ def test_equiscope_audit_reads_an_exported_program_like_its_checkpoint(tmp_path,
     assert not is_exported_tagger(other)
     with pytest.raises(JetModelError, match=r"a torch\.export program, but not an exported tagger"):
         load_exported_tagger(other)
+
+
+def test_canonical_leading_constituent_is_the_most_energetic(small_momenta):
+    """The canonical frame's transverse direction comes from the most energetic
+    constituent (picked by a mask, for torch.export): the same slot fancy indexing picks,
+    here after shuffling the slots so the leading one is not first."""
+    from equiscope_jets.heads import canonical_rotation
+
+    generator = torch.Generator().manual_seed(3)
+    order = torch.randperm(small_momenta.shape[1], generator=generator)
+    momenta = small_momenta[:, order].to(torch.float64)
+    rotations = canonical_rotation(momenta, "lab")
+    leading = momenta[torch.arange(len(momenta)), momenta[..., 0].argmax(-1), 1:]
+    axis = momenta[..., 1:].sum(1)
+    transverse = (
+        leading
+        - (leading * axis).sum(-1, keepdim=True) / axis.square().sum(-1, keepdim=True) * axis
+    )
+    transverse = transverse / transverse.norm(dim=-1, keepdim=True)
+    mapped = (rotations @ transverse[..., None])[..., 0]  # to the lab frame's z
+    expected = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(mapped)
+    assert torch.allclose(mapped, expected, rtol=0, atol=1e-12)
