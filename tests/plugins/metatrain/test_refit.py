@@ -146,28 +146,17 @@ def test_refit_rejects_bad_input():
     before = [p.detach().clone() for p in readout_parameters(model, "non_conservative_stress")]
     with pytest.raises(ValueError, match="no readout for output 'energy'"):
         readout_parameters(model, "energy")
-    with pytest.raises(ValueError, match="targets have 6 values per structure"):
-        refit_readout(
-            model,
-            cells,
-            torch.zeros(2, 6),
-            cells,
-            torch.zeros(2, 6),
-            output="non_conservative_stress",
-        )
     nan = torch.zeros(2, 9)
     nan[1, 4] = float("nan")
-    with pytest.raises(ValueError, match="validation_targets holds NaN or infinite values"):
-        refit_readout(model, cells, torch.zeros(2, 9), cells, nan, output="non_conservative_stress")
-    with pytest.raises(ValueError, match="targets has 3 rows for 2 structures"):
-        refit_readout(
-            model,
-            cells,
-            torch.zeros(3, 9),
-            cells,
-            torch.zeros(2, 9),
-            output="non_conservative_stress",
-        )
+    for targets, validation_targets, message in (
+        (torch.zeros(2, 6), torch.zeros(2, 6), "targets have 6 values per structure"),
+        (torch.zeros(2, 9), nan, "validation_targets holds NaN or infinite values"),
+        (torch.zeros(3, 9), torch.zeros(2, 9), "targets has 3 rows for 2 structures"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            refit_readout(
+                model, cells, targets, cells, validation_targets, output="non_conservative_stress"
+            )
     after = readout_parameters(model, "non_conservative_stress")
     assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))  # untouched
     with pytest.raises(ValueError, match="at least one training and one validation"):
