@@ -6,7 +6,8 @@ energies), the character spectrum of the direct response, the noise floor of the
 model's dtype and, when the data has labels, the oriented / symmetrised /
 equivariance RMSE that satisfy ``oriented^2 = symmetrised^2 + equivariance^2``.
 Hidden layers get their spectra. A finer grid re-evaluates the first structures to
-check convergence.
+check convergence. Under ``torchrun`` every process audits a contiguous block of the
+structures and the partial sums are merged (:mod:`equiscope.shards`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from metatomic.torch import System
 
 import equiscope as eq
+from equiscope.shards import Shards
 
 from .data import Structure
 from .models import LoadedModel
@@ -113,6 +115,22 @@ class _OutputStats:
             for key, value in errors.items():
                 self.errors[key] += float(value.sum()) / scale
             self.error_entries += entries
+
+    def merge(self, other: _OutputStats) -> None:
+        """Add ``other``'s structures after this one's (their order is kept)."""
+        self.per_structure += other.per_structure
+        self.structure_a2 += other.structure_a2
+        self.structure_entries += other.structure_entries
+        self.entries += other.entries
+        self.sum_a2 += other.sum_a2
+        self.sum_value2 += other.sum_value2
+        self.value_entries += other.value_entries
+        self.roundoff += other.roundoff
+        self.error_entries += other.error_entries
+        for key, value in other.errors.items():
+            self.errors[key] += value
+        for sector, value in other.sector_norms.items():
+            self.sector_norms[sector] = self.sector_norms.get(sector, 0.0) + value
 
     def add_roundoff(self, squared: float, n_atoms: int) -> None:
         self.roundoff += squared / (n_atoms**2 if self.kind.extensive else 1.0)
@@ -267,6 +285,28 @@ def _run(
     return stats, layer_norms, layer_residual
 
 
+def _merge(parts: list[tuple]) -> tuple[dict, dict, dict]:
+    """The results of ``_run`` on consecutive blocks of structures, as one run."""
+    stats: dict[str, _OutputStats] = {}
+    layer_norms: dict[str, dict] = {}
+    layer_residual: dict[str, list[float]] = {}
+    for part_stats, part_norms, part_residual in parts:
+        for name, st in part_stats.items():
+            if name in stats:
+                stats[name].merge(st)
+            else:
+                stats[name] = st
+        for path, norms in part_norms.items():
+            merged = layer_norms.setdefault(path, {})
+            for sector, value in norms.items():
+                merged[sector] = merged.get(sector, 0.0) + value
+        for path, (residual, total) in part_residual.items():
+            merged_residual = layer_residual.setdefault(path, [0.0, 0.0])
+            merged_residual[0] += residual
+            merged_residual[1] += total
+    return stats, layer_norms, layer_residual
+
+
 def audit(
     model: LoadedModel,
     structures: list[Structure],
@@ -284,8 +324,14 @@ def audit(
     ``grid=None`` chooses automatically: Lebedev grids of increasing degree until
     the equivariance RMSE of every output changes by less than 1 % on the first
     structures. ``layers=None`` captures every layer the model exposes.
+
+    Inside an initialised ``torch.distributed`` process group (``torchrun``) each
+    process audits one contiguous block of ``structures``; every process returns
+    the merged report, the one a single process gives. The grid-convergence probe
+    runs on rank 0 and its result is broadcast.
     """
     start = time.perf_counter()
+    shards = Shards.current()
     if not structures:
         raise AuditOptionError("no structures to audit")
     if batch_size < 1:
@@ -300,8 +346,13 @@ def audit(
     probe = structures[: max(1, convergence_structures)]
 
     def rmse_on(g):
-        s, _, _ = _run(model, probe, g, outputs, forces, stress, [], 0, batch_size, False, False)
-        return {name: st.rmse for name, st in s.items()}
+        values = None
+        if shards.leader:
+            s, _, _ = _run(
+                model, probe, g, outputs, forces, stress, [], 0, batch_size, False, False
+            )
+            values = {name: st.rmse for name, st in s.items()}
+        return shards.broadcast(values)
 
     history = []
     if grid is None:
@@ -323,9 +374,9 @@ def audit(
             f"max lambda {max_lambda} is beyond what grid '{grid.name}' resolves "
             f"(exact_degree {grid.exact_degree})"
         )
-    stats, layer_norms, layer_residual = _run(
+    part = _run(
         model,
-        structures,
+        shards.block(structures),
         grid,
         outputs,
         forces,
@@ -333,8 +384,9 @@ def audit(
         layers,
         max_lambda,
         batch_size,
-        progress,
+        progress and shards.leader,
     )
+    stats, layer_norms, layer_residual = _merge(shards.all_gather(part))
     if not history and convergence_structures > 0:
         finer = eq.refine(grid)
         on_grid = {k: st.probe_rmse(len(probe)) for k, st in stats.items()}
@@ -380,6 +432,7 @@ def audit(
             for a, b, ca, cb in history
         ],
         "seconds": time.perf_counter() - start,
+        "processes": shards.size,
     }
 
 

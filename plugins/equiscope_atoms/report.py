@@ -181,20 +181,21 @@ def _figures(report: dict, folder: Path) -> None:
     figure.savefig(folder / "equivariance_distribution.png", dpi=110)
     plt.close(figure)
 
-    figure, axis = plt.subplots(figsize=(5.5, 3.6))
-    for name in names:
-        convergence = outputs[name].get("convergence")
-        if convergence:
+    checked = [name for name in names if outputs[name].get("convergence")]
+    if checked:  # (no figure with --convergence-structures 0)
+        figure, axis = plt.subplots(figsize=(5.5, 3.6))
+        for name in checked:
+            convergence = outputs[name]["convergence"]
             sizes = [g["size"] for g in convergence["grids"]]
             axis.plot(sizes, convergence["equivariance_rmse"], "o-", label=name)
-    axis.set_xscale("log")
-    axis.set_yscale("log")
-    axis.set_xlabel("grid size")
-    axis.set_ylabel("equivariance RMSE (first structures)")
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(folder / "convergence.png", dpi=110)
-    plt.close(figure)
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("grid size")
+        axis.set_ylabel("equivariance RMSE (first structures)")
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(folder / "convergence.png", dpi=110)
+        plt.close(figure)
 
     layers = report["layers"]
     if layers:

@@ -102,6 +102,12 @@ def _audit_command(args) -> int:
     torch.set_num_threads(1)
     from equiscope_jets.cli import audit_jet_model
 
+    from . import shards as sharding
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _is_jet_tagger(args.model):
+        raise BadInput(
+            f"{args.model}: jet audits run in one process; torchrun shards atomistic audits only"
+        )
     jet_result = audit_jet_model(args)  # None unless MODEL is a jet tagger checkpoint
     if jet_result is not None:
         return jet_result
@@ -125,34 +131,50 @@ def _audit_command(args) -> int:
     output = output_folder(args.output)
     grid = _audit_grid(args)
     layers = {"all": None, "none": []}.get(args.layers, _parse_list(args.layers))
+    shards, device = sharding.from_environment(args.device)
     try:
-        model = load_model(args.model)
-        if args.dtype is not None:
-            if model.exported:
-                raise BadInput("--dtype: an exported model runs in the dtype it was exported in")
-            model.module = model.module.to(getattr(torch, args.dtype))
-            model.dtype = getattr(torch, args.dtype)
-        model.to(args.device)
-        structures = read_structures(
-            args.data, atomic_types=model.atomic_types, limit=args.structures
-        )
-        report = audit(
-            model,
-            structures,
-            grid=grid,
-            max_lambda=args.max_lambda,
-            outputs=_parse_list(args.outputs),
-            layers=layers,
-            batch_size=args.batch_size,
-            convergence_structures=args.convergence_structures,
-        )
-    except (ModelLoadError, DataError, AuditOptionError) as error:
-        raise BadInput(str(error)) from None
+        try:
+            model = load_model(args.model)
+            if args.dtype is not None:
+                if model.exported:
+                    raise BadInput(
+                        "--dtype: an exported model runs in the dtype it was exported in"
+                    )
+                model.module = model.module.to(getattr(torch, args.dtype))
+                model.dtype = getattr(torch, args.dtype)
+            model.to(device)
+            structures = read_structures(
+                args.data, atomic_types=model.atomic_types, limit=args.structures
+            )
+            report = audit(
+                model,
+                structures,
+                grid=grid,
+                max_lambda=args.max_lambda,
+                outputs=_parse_list(args.outputs),
+                layers=layers,
+                batch_size=args.batch_size,
+                convergence_structures=args.convergence_structures,
+            )
+        except (ModelLoadError, DataError, AuditOptionError) as error:
+            raise BadInput(str(error)) from None
+    finally:
+        sharding.close(shards)
+    if not shards.leader:
+        return 0
     write_report(report, output)
     summary = markdown_summary(report)
     print(summary.split("## Where the symmetry breaks")[0].rstrip())
-    print(f"\nreport: {output / 'report.md'} (and report.json, figures)")
+    processes = f", {shards.size} processes" if shards.distributed else ""
+    print(f"\nreport: {output / 'report.md'} (and report.json, figures{processes})")
     return 0
+
+
+def _is_jet_tagger(path: str) -> bool:
+    from equiscope_jets.checkpoint import is_jet_checkpoint
+    from equiscope_jets.export import is_exported_tagger
+
+    return is_jet_checkpoint(path) or is_exported_tagger(path)
 
 
 def _symmetrize_command(args) -> int:
@@ -238,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
         "O(3) orbit of every structure in DATA (any file ASE reads, with or without "
         "labels) and write DIR/report.json, DIR/report.md and PNG figures: equivariance "
         "RMSE vs noise floor (and accuracy with labels) per output, character spectra "
-        "of outputs and hidden layers, grid convergence.",
+        "of outputs and hidden layers, grid convergence. Launched with torchrun "
+        "(torchrun --nproc-per-node N -m equiscope.cli audit ...), every process audits "
+        "a block of the structures and rank 0 writes the merged report.",
     )
     audit.add_argument("model", help="exported metatomic model (.pt) or metatrain checkpoint")
     audit.add_argument("data", help="structures, any format ASE reads (e.g. extxyz)")
@@ -280,7 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="structures re-evaluated on a finer grid to check convergence (0: no check)",
     )
-    audit.add_argument("--device", default="cpu", help="device (default: %(default)s)")
+    audit.add_argument(
+        "--device",
+        default="cpu",
+        help="device (default: %(default)s); under torchrun, cuda means cuda:LOCAL_RANK",
+    )
     audit.add_argument(
         "--dtype", choices=["float32", "float64"], help="run a checkpoint in this dtype"
     )

@@ -142,6 +142,16 @@ def test_report_files(planted, tmp_path):
     for figure in ("output_spectra.png", "errors.png", "convergence.png"):
         assert (folder / figure).stat().st_size > 5000
     assert not list(tmp_path.glob(".report.*"))  # no staging folder left behind
+    # without a convergence check there is no (empty) convergence figure
+    unchecked = audit(
+        model,
+        structures,
+        grid=eq.grid("octahedral", inversion=True),
+        convergence_structures=0,
+        progress=False,
+    )
+    folder = write_report(unchecked, tmp_path / "unchecked")
+    assert (folder / "errors.png").is_file() and not (folder / "convergence.png").exists()
 
 
 def test_auto_grid_stops_when_converged(planted):

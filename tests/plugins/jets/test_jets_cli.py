@@ -87,3 +87,21 @@ def test_main_dispatches_jets_and_errors_exit_2(tmp_path, capsys):
     assert main(["jets", "generate", "--process", "top", "--n", "0", "-o", str(output)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "equiscope jets: error: --n must be at least 1, got 0"
+
+
+def test_torchrun_sharding_refuses_jet_audits_in_one_line(tmp_path, capsys, monkeypatch):
+    from equiscope.cli import main
+    from equiscope_jets import build_tagger, save_checkpoint
+
+    model = save_checkpoint(
+        build_tagger("invariant", {"width": 8, "depth": 1, "heads": 2}), tmp_path / "tagger.pt"
+    )
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets for two processes
+    code = main(["audit", str(model), str(tmp_path / "jets.npz"), "-o", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"equiscope audit: error: {model}: jet audits run in one process; "
+        "torchrun shards atomistic audits only"
+    ]
+    assert not (tmp_path / "out").exists()
