@@ -32,6 +32,11 @@ b 1) + [sum_c u_c x v_c]_x (the antisymmetric part from cross products of two ed
 vector of the same Born charges' antisymmetric part; the tensor basis reads it out as
 sum_c u_c x v_c.
 
+``--target dipole``: the GFN2-xTB dipole moment (e A, tblite) of the same kind of rattled
+G2 molecules (``equiscope_atoms.molecules``), a per-molecule polar vector: PET's readout
+vs the tensor basis sum_i sum_j c_ij r_hat_ij. ``--with-energy`` trains the GFN2-xTB
+energy and its conservative forces next to it.
+
 For each run: validation RMSE of the target (metatrain's own, last epoch) and the
 equivariance RMSE of the same output from the symmetry monitor (octahedral grid with
 inversion, 4 validation structures, last epoch). Prints a table and plots both.
@@ -49,7 +54,7 @@ alone and behind equiscope's averaging head; ``--refit-equivariance-weight MU`` 
 spread of the fit's rotated copies about their orbit mean to what it minimises.
 
 Run: OMP_NUM_THREADS=1 python examples/07_metatrain_inductive_biases.py
-     [--target forces|efg|stress|born|born-axial] [--epochs 30] [--structures 64]
+     [--target forces|efg|stress|born|born-axial|dipole] [--epochs 30] [--structures 64]
      [--with-energy] [--refit [--refit-equivariance-weight 0]] [--strain 0.02]
      [--rattle 0.12] [--learning-rate 1e-3]
      [--batch-size 8] [--output inductive_biases.png]
@@ -74,6 +79,7 @@ import yaml
 from tqdm import tqdm
 
 from equiscope_atoms.demo import generate_copper
+from equiscope_atoms.molecules import g2_molecules, generate_xtb_molecules
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -125,6 +131,17 @@ TARGETS = {  # --target: (target name, metatrain's target options, label)
         },
         "axial Born RMSE",
     ),
+    "dipole": (
+        "mtt::dipole",
+        {
+            "key": "xtb_dipole",
+            "quantity": "",
+            "unit": "",
+            "type": {"cartesian": {"rank": 1}},
+            "per_atom": False,
+        },
+        "dipole RMSE",
+    ),
     "efg": (
         "mtt::efg",
         {
@@ -153,6 +170,7 @@ DEFAULT_RUNS = {
     "stress": ["PET readout", "tensor basis"],
     "born": ["PET readout", "tensor basis"],
     "born-axial": ["PET readout", "tensor basis"],
+    "dipole": ["PET readout", "tensor basis"],
 }
 
 
@@ -229,15 +247,10 @@ def generate_molecules(path: Path, n: int, *, seed: int = 0) -> Path:
     norm) as ``born_axial``."""
     import ase.io
     import torch
-    from ase.collections import g2
 
     import equiscope as eq
 
-    molecules = [
-        atoms
-        for atoms in g2
-        if set(atoms.get_chemical_symbols()) <= set(QEQ) and 3 <= len(atoms) <= 12
-    ]
+    molecules = g2_molecules(tuple(QEQ))
     frames = []
     for index in range(n):
         atoms = molecules[index % len(molecules)].copy()
@@ -268,11 +281,13 @@ ENERGY = {  # --with-energy: the EMT energy, with conservative forces and stress
     "forces": {"key": "forces"},
     "stress": {"key": "stress"},
 }
+MOLECULE_ENERGY = {"key": "energy", "unit": "eV", "forces": {"key": "forces"}, "stress": False}
 
 
 def options(data: Path, model: dict, args: argparse.Namespace) -> dict:
     name, target_options, _ = TARGETS[args.target]
-    targets = {name: target_options, **({"energy": ENERGY} if args.with_energy else {})}
+    energy = MOLECULE_ENERGY if args.target == "dipole" else ENERGY
+    targets = {name: target_options, **({"energy": energy} if args.with_energy else {})}
     return {
         "seed": args.seed,
         "architecture": {
@@ -533,7 +548,7 @@ def train(
         "seconds": seconds,
     }
     data = Path(config["training_set"]["systems"]["read_from"])
-    if "energy" in config["training_set"]["targets"]:  # --with-energy
+    if "energy" in config["training_set"]["targets"] and target != "dipole":  # --with-energy
         result["conservative stress"] = exported_stress_rmse(run, data, direct=False)
         if target == "stress":
             result["direct stress"] = exported_stress_rmse(run, data, direct=True)
@@ -561,7 +576,8 @@ def main():
     parser.add_argument(
         "--with-energy",
         action="store_true",
-        help="copper targets: also train the EMT energy with conservative forces and stress",
+        help="copper targets: also train the EMT energy with conservative forces and stress;"
+        " --target dipole: the GFN2-xTB energy with conservative forces",
     )
     parser.add_argument(
         "--refit",
@@ -583,9 +599,11 @@ def main():
     unknown = [name for name in names if name not in RUNS]
     if unknown:
         parser.error(f"unknown run {unknown[0]!r}; choose from {', '.join(RUNS)}")
-    molecules = args.target.startswith("born")
-    if molecules and args.with_energy:
-        parser.error(f"--with-energy needs copper cells, not --target {args.target}")
+    molecules = args.target.startswith("born") or args.target == "dipole"
+    if args.target.startswith("born") and args.with_energy:
+        parser.error(
+            f"--with-energy needs copper cells or --target dipole, not --target {args.target}"
+        )
     if args.refit and args.target != "stress":
         parser.error(f"--refit needs --target stress, not --target {args.target}")
     weight = args.refit_equivariance_weight
@@ -597,7 +615,11 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.workdir or scratch).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        if molecules:
+        if args.target == "dipole":
+            data = generate_xtb_molecules(
+                work / "molecules.xyz", args.structures, seed=args.seed, progress=True
+            )
+        elif molecules:
             data = generate_molecules(work / "molecules.xyz", args.structures, seed=args.seed)
         else:
             data = generate_copper(

@@ -304,7 +304,7 @@ def test_inductive_bias_example_refuses_options_for_other_targets(tmp_path):
         check=False,
     )
     assert result.returncode == 2
-    assert "--with-energy needs copper cells, not --target born" in result.stderr
+    assert "--with-energy needs copper cells or --target dipole, not --target born" in result.stderr
     assert not (tmp_path / "f.png").exists()
     options = ["--target", "efg", "--refit", "--output", str(tmp_path / "f.png")]
     result = subprocess.run(
