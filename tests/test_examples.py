@@ -268,6 +268,21 @@ def test_inductive_bias_example_trains_a_tensor_target(tmp_path, target, name):
     assert figure.stat().st_size > 10_000
 
 
+def test_inductive_bias_example_trains_the_xtb_dipole_next_to_the_energy(tmp_path):
+    """``--target dipole --with-energy``: GFN2-xTB molecules, the dipole as a vector and
+    the energy with its forces (no stress: molecules)."""
+    figure, work = tmp_path / "figure.png", tmp_path / "runs"
+    options = ("--target", "dipole", "--with-energy", "--runs", "PET readout,tensor basis")
+    rows, output = _inductive_bias_example(figure, *options, "--workdir", str(work))
+    assert [row[:2] for row in rows] == [["PET", "readout"], ["tensor", "basis"]]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+    assert "validation mtt::dipole RMSE" in output and "stress" not in output
+    (log,) = (work / "tensor_basis" / "outputs").glob("*/*/train.csv")
+    header = log.read_text().splitlines()[0]
+    assert "validation energy RMSE" in header and "validation forces RMSE" in header
+    assert figure.stat().st_size > 10_000
+
+
 def test_inductive_bias_example_trains_the_stress_next_to_the_energy(tmp_path):
     """``--with-energy``: the direct and conservative stress of the export on the
     validation cells; with one epoch the export is that epoch's model, so its direct

@@ -10,6 +10,7 @@ result for people to read.
 from .audit import AuditOptionError, audit
 from .data import DataError, Structure, read_structures
 from .models import LoadedModel, ModelLoadError, load_model, wrap_model
+from .molecules import g2_molecules, generate_xtb_molecules
 from .orbit import OrbitResult, OutputKind, evaluate_orbit, transformed_system
 from .pet import tiny_pet
 
@@ -23,6 +24,8 @@ __all__ = [
     "Structure",
     "audit",
     "evaluate_orbit",
+    "g2_molecules",
+    "generate_xtb_molecules",
     "load_model",
     "read_structures",
     "tiny_pet",
