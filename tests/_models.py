@@ -59,9 +59,16 @@ def _energy_and_force_maps(
         result["energy"] = _energy_map(systems, energies, ModelOutput(sample_kind="system"))
     if "non_conservative_force" in outputs:
         xyz = torch.arange(3, dtype=torch.int32, device=device)[:, None]
+        values = torch.cat(forces)[:, :, None]
+        samples = _atom_samples(systems)
+        if outputs["non_conservative_force"].sample_kind == "system":  # the sums
+            values = torch.stack([f.sum(0) for f in forces])[:, :, None]
+            samples = Labels(
+                "system", torch.arange(len(systems), dtype=torch.int32, device=device)[:, None]
+            )
         block = TensorBlock(
-            values=torch.cat(forces)[:, :, None],
-            samples=_atom_samples(systems),
+            values=values,
+            samples=samples,
             components=[Labels("xyz", xyz)],
             properties=Labels("non_conservative_force", one),
         )

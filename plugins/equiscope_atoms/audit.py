@@ -219,6 +219,9 @@ def _input_roundoff(model, structure, outputs, forces, stress) -> dict:
 
 
 def _reference(structure: Structure, name: str):
+    """The structure's reference values of output ``name``, or ``None``."""
+    if name in structure.labels:
+        return structure.labels[name]
     if name == "energy" and structure.energy is not None:
         return torch.tensor([[structure.energy]], dtype=torch.float64)
     if name == "forces" and structure.forces is not None:
@@ -226,6 +229,39 @@ def _reference(structure: Structure, name: str):
     if name == "stress" and structure.stress is not None:
         return structure.stress.to(torch.float64)
     return None
+
+
+def _check_labels(model, structures, outputs, forces, stress) -> None:
+    """Every label names an audited output and has as many values as the output has in
+    its structure (per structure, or per atom times the atoms); the model runs once,
+    on the first structure as it is, to tell. Before any sharding: every rank agrees."""
+    labelled = sorted({name for structure in structures for name in structure.labels})
+    if not labelled:
+        return
+    first = structures[0]
+    result = evaluate_orbit(
+        model, first.system, eq.Grid.identity(), outputs=outputs, forces=forces, stress=stress
+    )
+    unknown = [name for name in labelled if name not in result.responses]
+    if unknown:
+        raise AuditOptionError(
+            f"labels given for {', '.join(unknown)}, which the audit does not evaluate "
+            f"(it evaluates: {', '.join(result.responses)})"
+        )
+    for name in labelled:
+        kind = result.kinds[name]
+        values = result.responses[name][0].numel()
+        for structure in structures:
+            label = structure.labels.get(name)
+            expected = values if kind.per_structure else values // first.n_atoms * structure.n_atoms
+            if label is not None and label.numel() != expected:
+                hint = ""
+                if not kind.per_structure and label.numel() == values // first.n_atoms:
+                    hint = f" (per atom; totals of {name} match: --totals {name})"
+                raise AuditOptionError(
+                    f"the label of {name} in structure {structure.index} has {label.numel()} "
+                    f"values; the model gives {expected} there{hint}"
+                )
 
 
 def _run(
@@ -337,6 +373,13 @@ def audit(
     if batch_size < 1:
         raise AuditOptionError(f"batch size must be at least 1, got {batch_size}")
     outputs, forces, stress = _choose_outputs(model, outputs, structures)
+    unknown_totals = sorted(name for name in model.totals if name not in outputs)
+    if unknown_totals:
+        raise AuditOptionError(
+            f"totals asked for {', '.join(unknown_totals)}, which the audit does not evaluate "
+            f"(model outputs audited: {', '.join(outputs)})"
+        )
+    _check_labels(model, structures, outputs, forces, stress)
     if layers is None:
         layers = model.layers
     unknown_layers = [p for p in layers if p not in model.layers and model.hook_target(p) is None]

@@ -18,13 +18,15 @@ class DataError(ValueError):
 @dataclasses.dataclass
 class Structure:
     """One structure, as a metatomic ``System``, with optional reference labels
-    (energy in eV, forces in eV/A, stress in eV/A^3, ASE's sign convention)."""
+    (energy in eV, forces in eV/A, stress in eV/A^3, ASE's sign convention) and
+    ``labels`` of other outputs by name (float64, in the output's own layout)."""
 
     system: object
     index: int
     energy: float | None = None
     forces: torch.Tensor | None = None
     stress: torch.Tensor | None = None
+    labels: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
     @property
     def n_atoms(self) -> int:
@@ -51,15 +53,35 @@ def _labels(atoms):
     return (None if energy is None else float(energy)), forces, stress
 
 
+def _label(atoms, key: str, where: str, output: str) -> torch.Tensor:
+    """The values stored under ``key`` in ``info``, ``arrays`` or the calculator's
+    results (ASE's extxyz reader moves keys such as ``dipole`` there)."""
+    results = dict(getattr(atoms.calc, "results", {}) or {})
+    for source in (atoms.info, atoms.arrays, results):
+        if key in source:
+            try:
+                values = torch.tensor(np.asarray(source[key], dtype=np.float64))
+            except (TypeError, ValueError):
+                raise DataError(f"{where}: label '{key}' (for {output}) is not numeric") from None
+            if not torch.isfinite(values).all():
+                raise DataError(f"{where}: label '{key}' (for {output}) has NaN or infinite values")
+            return values
+    raise DataError(f"{where} has no label '{key}' (for {output})")
+
+
 def read_structures(
     path: str | Path,
     *,
     atomic_types: list[int] | None = None,
     limit: int | None = None,
     dtype: torch.dtype = torch.float64,
+    labels: dict[str, str] | None = None,
 ) -> list[Structure]:
     """Read every frame ASE can read from ``path``; raise :class:`DataError` naming
-    the file and frame on empty data, NaN positions or unsupported atom types."""
+    the file and frame on empty data, NaN positions or unsupported atom types.
+
+    ``labels`` maps output names to the keys of their reference values in each frame
+    (``{"mtt::dipole": "xtb_dipole"}``); energy, forces and stress are found without."""
     import ase.io
     from metatomic.torch import systems_to_torch
 
@@ -96,6 +118,7 @@ def read_structures(
                     f"(it knows {sorted(atomic_types)})"
                 )
         energy, forces, stress = _labels(atoms)
+        extra = {out: _label(atoms, key, where, out) for out, key in (labels or {}).items()}
         system = systems_to_torch(atoms, dtype=dtype)
-        structures.append(Structure(system, index, energy, forces, stress))
+        structures.append(Structure(system, index, energy, forces, stress, extra))
     return structures

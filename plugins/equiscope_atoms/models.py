@@ -25,7 +25,12 @@ class ModelLoadError(ValueError):
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A model with a uniform ``evaluate(systems, outputs)``."""
+    """A model with a uniform ``evaluate(systems, outputs)``.
+
+    ``totals``: outputs the model declares per atom that are audited as structure
+    totals, the sum of their per-atom contributions (a molecule's dipole, a direct
+    stress: the per-atom split of such targets is not observable). Energies always are.
+    """
 
     module: torch.nn.Module
     exported: bool
@@ -35,6 +40,7 @@ class LoadedModel:
     length_unit: str
     source: str
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    totals: set[str] = dataclasses.field(default_factory=set)
 
     def to(self, device: str | torch.device) -> LoadedModel:
         """Move the model to ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...)."""

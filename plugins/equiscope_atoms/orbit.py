@@ -101,9 +101,9 @@ def _batched_copies(system: System, template, matrices, *, forces: bool, stress:
 
 
 def _sample_kind(model: LoadedModel, name: str) -> str:
-    """Energies are audited per structure (models declaring per-atom energies can
-    also give totals); other outputs as declared."""
-    if name.split("/")[0] == "energy":
+    """Energies and ``model.totals`` are audited per structure (a model declaring
+    per-atom values can also give their totals); other outputs as declared."""
+    if name.split("/")[0] == "energy" or name in model.totals:
         return "system"
     return model.outputs[name].sample_kind
 

@@ -104,10 +104,15 @@ def _audit_command(args) -> int:
 
     from . import shards as sharding
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and _is_jet_tagger(args.model):
-        raise BadInput(
-            f"{args.model}: jet audits run in one process; torchrun shards atomistic audits only"
-        )
+    if _is_jet_tagger(args.model):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise BadInput(
+                f"{args.model}: jet audits run in one process; torchrun shards atomistic "
+                "audits only"
+            )
+        for option in ("labels", "totals"):
+            if getattr(args, option) is not None:
+                raise BadInput(f"--{option}: for atomistic models; {args.model} is a jet tagger")
     jet_result = audit_jet_model(args)  # None unless MODEL is a jet tagger checkpoint
     if jet_result is not None:
         return jet_result
@@ -131,6 +136,7 @@ def _audit_command(args) -> int:
     output = output_folder(args.output)
     grid = _audit_grid(args)
     layers = {"all": None, "none": []}.get(args.layers, _parse_list(args.layers))
+    labels = _parse_labels(args.labels)
     shards, device = sharding.from_environment(args.device)
     try:
         try:
@@ -142,9 +148,13 @@ def _audit_command(args) -> int:
                     )
                 model.module = model.module.to(getattr(torch, args.dtype))
                 model.dtype = getattr(torch, args.dtype)
+            model.totals = set(_parse_list(args.totals) or [])
             model.to(device)
             structures = read_structures(
-                args.data, atomic_types=model.atomic_types, limit=args.structures
+                args.data,
+                atomic_types=model.atomic_types,
+                limit=args.structures,
+                labels=labels,
             )
             report = audit(
                 model,
@@ -168,6 +178,17 @@ def _audit_command(args) -> int:
     processes = f", {shards.size} processes" if shards.distributed else ""
     print(f"\nreport: {output / 'report.md'} (and report.json, figures{processes})")
     return 0
+
+
+def _parse_labels(text: str | None) -> dict[str, str]:
+    """``--labels OUTPUT=KEY,...`` as ``{output: key}``."""
+    labels = {}
+    for item in _parse_list(text) or []:
+        output, equals, key = item.partition("=")
+        if not (equals and output.strip() and key.strip()):
+            raise BadInput(f"--labels: expected OUTPUT=KEY, got '{item}'")
+        labels[output.strip()] = key.strip()
+    return labels
 
 
 def _is_jet_tagger(path: str) -> bool:
@@ -298,6 +319,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=32, help="transformed copies per model call"
     )
     audit.add_argument("--structures", type=int, help="audit only the first N structures")
+    audit.add_argument(
+        "--totals",
+        help="comma-separated outputs declared per atom to audit as structure totals, "
+        "the sum of their per-atom contributions (e.g. mtt::dipole; energies always are)",
+    )
+    audit.add_argument(
+        "--labels",
+        help="reference values of other outputs, as OUTPUT=KEY pairs (comma-separated; "
+        "KEY in each frame's info, arrays or calculator results, in the output's layout), "
+        "e.g. mtt::dipole=xtb_dipole; energy, forces and stress are found without",
+    )
     audit.add_argument(
         "--convergence-structures",
         type=int,

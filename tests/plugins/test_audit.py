@@ -2,8 +2,10 @@
 
 import json
 import math
+import re
 
 import ase.io
+import numpy as np
 import pytest
 import torch
 from metatomic.torch import ModelOutput
@@ -94,6 +96,38 @@ def test_planted_anisotropy_has_the_analytic_variance_and_sector(planted):
     assert report["outputs"]["forces"]["equivariance_rmse"] > 1e-3
 
 
+def test_labels_of_any_output_give_the_error_identity(planted, tmp_path):
+    """Known answer: labelled with its own equivariant part sum_j exp(-r) r_hat_ij, the
+    biased vector output is off by b in every frame; averaging removes b exactly, so
+    symmetrised RMSE = 0 and oriented RMSE = equivariance RMSE = |b| / sqrt(3)."""
+    model_path, _, positions = planted
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = ase.Atoms("COHH", positions=positions)
+    d = positions[None, :, :] - positions[:, None, :]
+    r = np.sqrt((d**2).sum(-1)) + np.eye(4)
+    reference = ((np.exp(-r) / r)[:, :, None] * d).sum(1)
+    atoms.calc = SinglePointCalculator(atoms, forces=reference)
+    data = tmp_path / "labelled.traj"  # float64 throughout (extxyz keeps 8 decimals)
+    ase.io.write(str(data), atoms)
+    model = load_model(model_path)
+    labels = {"non_conservative_force": "forces"}  # found in the calculator's results
+    structures = read_structures(data, atomic_types=model.atomic_types, labels=labels)
+    report = audit(
+        model,
+        structures,
+        grid=eq.grid("octahedral", inversion=True),
+        outputs=["non_conservative_force"],
+        convergence_structures=0,
+        progress=False,
+    )
+    accuracy = report["outputs"]["non_conservative_force"]["accuracy"]
+    bias = math.sqrt((0.2**2 + 0.1**2 + 0.3**2) / 3)
+    assert accuracy["symmetrized_rmse"] < 1e-12
+    assert accuracy["oriented_rmse"] == pytest.approx(bias, rel=1e-12)
+    assert accuracy["equivariance_rmse"] == pytest.approx(bias, rel=1e-12)
+
+
 def test_audit_agrees_with_symmetrized_model(planted):
     from metatomic.torch import load_atomistic_model
     from metatomic.torch.o3 import SymmetrizedModel
@@ -164,3 +198,63 @@ def test_auto_grid_stops_when_converged(planted):
     assert report["auto_grid"][0]["relative_change"]["energy"] < 1e-8
     assert report["grid"]["name"] == "lebedev" and report["grid"]["exact_degree"] >= 2
     assert report["outputs"]["energy"]["converged"] is True
+
+
+def test_bad_labels_name_the_file_frame_and_key(tmp_path):
+    from equiscope_atoms import DataError
+
+    frames = [ase.Atoms("CO", positions=[[0, 0, 0], [1.2, 0, 0]]) for _ in range(2)]
+    frames[0].info["dipole_label"] = np.array([0.1, 0.2, 0.3])
+    frames[1].info["dipole_label"] = np.array([0.1, np.nan, 0.3])
+    frames[0].info["name"] = frames[1].info["name"] = "carbon monoxide"
+    path = tmp_path / "co.xyz"
+    ase.io.write(str(path), frames)
+    assert read_structures(path, labels={"mtt::dipole": "dipole_label"}, limit=1)[0].labels[
+        "mtt::dipole"
+    ].tolist() == [0.1, 0.2, 0.3]
+    cases = [
+        ({"mtt::dipole": "dipole_label"}, "frame 1: label 'dipole_label' (for mtt::dipole) has"),
+        ({"mtt::dipole": "name"}, "frame 0: label 'name' (for mtt::dipole) is not numeric"),
+        ({"mtt::dipole": "missing"}, "frame 0 has no label 'missing' (for mtt::dipole)"),
+    ]
+    for labels, message in cases:
+        with pytest.raises(DataError, match=re.escape(f"{path} {message}")):
+            read_structures(path, labels=labels)
+
+
+def test_totals_audit_the_sum_of_per_atom_contributions(planted, tmp_path):
+    """Known answer: the pair terms of the biased vector output cancel in the sum over
+    atoms (r_hat_ij = -r_hat_ji), so its total is N b, a constant vector: all of it in
+    the invariant sector (0,+1) of the direct frame, and A = |b| / sqrt(3) per atom."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from equiscope_atoms import AuditOptionError
+
+    model_path, data, positions = planted
+    model = load_model(model_path)
+    options = dict(outputs=["non_conservative_force"], convergence_structures=0, progress=False)
+    grid = eq.grid("lebedev", degree=4, inversion=True)
+    per_atom = audit(model, read_structures(data), grid=grid, **options)
+    model.totals = {"non_conservative_force"}
+    total = audit(model, read_structures(data), grid=grid, **options)
+    bias = math.sqrt((0.2**2 + 0.1**2 + 0.3**2) / 3)
+    force = total["outputs"]["non_conservative_force"]
+    assert force["per_atom"] is True  # a total, reported per atom like metatrain's RMSE
+    assert force["equivariance_rmse"] == pytest.approx(bias, rel=1e-12)
+    assert force["rms_value"] == pytest.approx(bias, rel=1e-12)
+    assert force["spectrum"]["0,1"] == pytest.approx(1.0, abs=1e-12)
+    assert per_atom["outputs"]["non_conservative_force"]["spectrum"]["1,1"] > 0.1
+    # a per-structure label now fits (N b against zero: symmetrised error 0)
+    atoms = ase.Atoms("COHH", positions=positions)
+    atoms.calc = SinglePointCalculator(atoms, dipole=np.zeros(3))
+    ase.io.write(str(tmp_path / "zero.traj"), atoms)
+    labelled = read_structures(tmp_path / "zero.traj", labels={"non_conservative_force": "dipole"})
+    accuracy = audit(model, labelled, grid=grid, **options)["outputs"]["non_conservative_force"]
+    assert accuracy["accuracy"]["symmetrized_rmse"] < 1e-12
+    # without totals the label's size gives a one-line error with the hint
+    model.totals = set()
+    with pytest.raises(AuditOptionError, match=r"3 values; the model gives 12 there \(per atom"):
+        audit(model, labelled, grid=grid, **options)
+    model.totals = {"energy_uncertainty"}
+    with pytest.raises(AuditOptionError, match="totals asked for energy_uncertainty"):
+        audit(model, labelled, grid=grid, **options)

@@ -82,6 +82,10 @@ def bad_data(folder, kind):
         ("unknown-grid", "unknown grid 'cubic'"),
         ("bad-layer", r"unknown layer\(s\) gnn_layers.9_node"),
         ("bad-device", "device 'tpu9' cannot be used"),
+        ("labels-format", "--labels: expected OUTPUT=KEY, got 'energy'"),
+        ("label-missing", r"cu.xyz frame 0 has no label 'nope' \(for energy\)"),
+        ("label-unaudited", "labels given for dipole, which the audit does not evaluate"),
+        ("label-size", "the label of energy in structure 0 has 24 values; the model gives 1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, case, message):
@@ -103,6 +107,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, case, 
         extra = ["--layers", "gnn_layers.9_node"]
     elif case == "bad-device":
         extra = ["--device", "tpu9"]
+    elif case.startswith("label"):
+        extra = {
+            "labels-format": ["--labels", "energy"],
+            "label-missing": ["--labels", "energy=nope"],
+            "label-unaudited": ["--labels", "dipole=energy"],
+            "label-size": ["--labels", "energy=forces"],  # 8 atoms x 3 for one energy
+        }[case]
     code, stderr = run_cli("audit", model, data, "-o", out, "--grid", "octahedral", *extra)
     assert code == 2, stderr
     assert len(stderr.splitlines()) == 1, stderr

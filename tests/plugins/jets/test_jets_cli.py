@@ -89,7 +89,7 @@ def test_main_dispatches_jets_and_errors_exit_2(tmp_path, capsys):
     assert err[-1] == "equiscope jets: error: --n must be at least 1, got 0"
 
 
-def test_torchrun_sharding_refuses_jet_audits_in_one_line(tmp_path, capsys, monkeypatch):
+def test_atomistic_only_audit_options_refuse_jet_taggers_in_one_line(tmp_path, capsys, monkeypatch):
     from equiscope.cli import main
     from equiscope_jets import build_tagger, save_checkpoint
 
@@ -104,4 +104,12 @@ def test_torchrun_sharding_refuses_jet_audits_in_one_line(tmp_path, capsys, monk
         f"equiscope audit: error: {model}: jet audits run in one process; "
         "torchrun shards atomistic audits only"
     ]
+    assert not (tmp_path / "out").exists()
+    monkeypatch.delenv("WORLD_SIZE")
+    for option in ("--labels", "--totals"):
+        arguments = ["audit", str(model), "jets.npz", "-o", str(tmp_path / "out"), option, "x=y"]
+        assert main(arguments) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"equiscope audit: error: {option}: for atomistic models; {model} is a jet tagger"
+        )
     assert not (tmp_path / "out").exists()
