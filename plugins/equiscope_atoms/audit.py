@@ -12,6 +12,7 @@ structures and the partial sums are merged (:mod:`equiscope.shards`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -75,7 +76,6 @@ class _OutputStats:
 
     def __init__(self, kind: OutputKind):
         self.kind = kind
-        self.squared: list[float] = []  # A^2 per structure, pooled, normalised
         self.per_structure: list[float] = []  # A per structure (RMS over entries)
         self.entries = 0
         self.structure_a2: list[float] = []
@@ -92,7 +92,7 @@ class _OutputStats:
         kind = self.kind
         errors = None
         if reference is not None:  # A^2 comes with the error decomposition
-            reference = reference.reshape(responses.shape[1:])
+            reference = label_layout(reference, responses.shape[1:])
             errors = eq.error_decomposition(responses, reference, grid, kind.irrep)
             a2 = errors["equivariance"]
         else:
@@ -218,6 +218,13 @@ def _input_roundoff(model, structure, outputs, forces, stress) -> dict:
     return squared
 
 
+def label_layout(reference: torch.Tensor, shape) -> torch.Tensor:
+    """Reference values in metatensor's layout ``[rows, *components, properties]`` (or
+    flat in that order) as responses are kept, ``shape = [rows, properties, *components]``."""
+    rows, properties, components = shape[0], shape[1], list(shape[2:])
+    return reference.reshape(rows, *components, properties).movedim(-1, 1)
+
+
 def _reference(structure: Structure, name: str):
     """The structure's reference values of output ``name``, or ``None``."""
     if name in structure.labels:
@@ -243,7 +250,7 @@ def _check_labels(model, structures, outputs, forces, stress) -> None:
         model, first.system, eq.Grid.identity(), outputs=outputs, forces=forces, stress=stress
     )
     unknown = [name for name in labelled if name not in result.responses]
-    if unknown:
+    if unknown:  # (multi-block outputs are named name[o3_lambda=...,o3_sigma=...])
         raise AuditOptionError(
             f"labels given for {', '.join(unknown)}, which the audit does not evaluate "
             f"(it evaluates: {', '.join(result.responses)})"
@@ -256,11 +263,13 @@ def _check_labels(model, structures, outputs, forces, stress) -> None:
             expected = values if kind.per_structure else values // first.n_atoms * structure.n_atoms
             if label is not None and label.numel() != expected:
                 hint = ""
-                if not kind.per_structure and label.numel() == values // first.n_atoms:
+                per_atom = values // first.n_atoms
+                if name in outputs and not kind.per_structure and label.numel() == per_atom:
                     hint = f" (per atom; totals of {name} match: --totals {name})"
+                key = structure.label_keys.get(name, name)
                 raise AuditOptionError(
-                    f"the label of {name} in structure {structure.index} has {label.numel()} "
-                    f"values; the model gives {expected} there{hint}"
+                    f"label '{key}' of {name} in structure {structure.index} has "
+                    f"{label.numel()} values; the model gives {expected} there{hint}"
                 )
 
 
@@ -321,7 +330,40 @@ def _run(
     return stats, layer_norms, layer_residual
 
 
-def _merge(parts: list[tuple]) -> tuple[dict, dict, dict]:
+@dataclasses.dataclass
+class _Failure:
+    """An error on one rank, as every rank can raise it (a rank that stops alone
+    leaves the others waiting in the next collective)."""
+
+    rank: int
+    option: bool
+    message: str
+
+    def throw(self):
+        if self.option:
+            raise AuditOptionError(self.message)
+        raise RuntimeError(f"process {self.rank} of the audit failed: {self.message}")
+
+
+def _attempt(shards: Shards, work):
+    """``work()``; when sharded, its error is returned as a :class:`_Failure`."""
+    try:
+        return work()
+    except Exception as error:
+        if not shards.distributed:
+            raise
+        text = (str(error).strip().splitlines() or [""])[0]
+        option = isinstance(error, AuditOptionError)
+        return _Failure(shards.rank, option, text if option else f"{type(error).__name__}: {text}")
+
+
+def _raise_failures(values: list) -> None:
+    for value in values:
+        if isinstance(value, _Failure):
+            value.throw()
+
+
+def _merge(parts: list[tuple[dict, dict, dict]]) -> tuple[dict, dict, dict]:
     """The results of ``_run`` on consecutive blocks of structures, as one run."""
     stats: dict[str, _OutputStats] = {}
     layer_norms: dict[str, dict] = {}
@@ -354,6 +396,7 @@ def audit(
     batch_size: int = 32,
     convergence_structures: int = 1,
     progress: bool = True,
+    shards: Shards | None = None,
 ) -> dict:
     """Audit ``model`` on ``structures``; returns the report as a dict.
 
@@ -361,13 +404,14 @@ def audit(
     the equivariance RMSE of every output changes by less than 1 % on the first
     structures. ``layers=None`` captures every layer the model exposes.
 
-    Inside an initialised ``torch.distributed`` process group (``torchrun``) each
-    process audits one contiguous block of ``structures``; every process returns
-    the merged report, the one a single process gives. The grid-convergence probe
-    runs on rank 0 and its result is broadcast.
+    ``shards`` (e.g. ``Shards.current()`` inside a ``torchrun`` process group): each
+    process audits one contiguous block of ``structures``, of about equal atom counts,
+    and every process returns the merged report, the one a single process gives. The
+    grid-convergence probe runs on rank 0 and its result is broadcast; an error on one
+    rank is raised on all. Default: this process audits everything alone.
     """
     start = time.perf_counter()
-    shards = Shards.current()
+    shards = shards or Shards()
     if not structures:
         raise AuditOptionError("no structures to audit")
     if batch_size < 1:
@@ -379,6 +423,9 @@ def audit(
             f"totals asked for {', '.join(unknown_totals)}, which the audit does not evaluate "
             f"(model outputs audited: {', '.join(outputs)})"
         )
+    for name in sorted(model.totals):
+        if name.split("/")[0] == "energy" or model.outputs[name].sample_kind == "system":
+            raise AuditOptionError(f"totals asked for {name}, which is audited per structure")
     _check_labels(model, structures, outputs, forces, stress)
     if layers is None:
         layers = model.layers
@@ -389,13 +436,15 @@ def audit(
     probe = structures[: max(1, convergence_structures)]
 
     def rmse_on(g):
-        values = None
-        if shards.leader:
+        def work():
             s, _, _ = _run(
                 model, probe, g, outputs, forces, stress, [], 0, batch_size, False, False
             )
-            values = {name: st.rmse for name, st in s.items()}
-        return shards.broadcast(values)
+            return {name: st.rmse for name, st in s.items()}
+
+        values = shards.broadcast(_attempt(shards, work) if shards.leader else None)
+        _raise_failures([values])
+        return values
 
     history = []
     if grid is None:
@@ -417,19 +466,25 @@ def audit(
             f"max lambda {max_lambda} is beyond what grid '{grid.name}' resolves "
             f"(exact_degree {grid.exact_degree})"
         )
-    part = _run(
-        model,
-        shards.block(structures),
-        grid,
-        outputs,
-        forces,
-        stress,
-        layers,
-        max_lambda,
-        batch_size,
-        progress and shards.leader,
+    block = shards.block(structures, [s.n_atoms for s in structures])
+    part = _attempt(
+        shards,
+        lambda: _run(
+            model,
+            block,
+            grid,
+            outputs,
+            forces,
+            stress,
+            layers,
+            max_lambda,
+            batch_size,
+            progress and shards.leader,
+        ),
     )
-    stats, layer_norms, layer_residual = _merge(shards.all_gather(part))
+    parts = shards.all_gather(part)
+    _raise_failures(parts)
+    stats, layer_norms, layer_residual = _merge(parts)
     if not history and convergence_structures > 0:
         finer = eq.refine(grid)
         on_grid = {k: st.probe_rmse(len(probe)) for k, st in stats.items()}

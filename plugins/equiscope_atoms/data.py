@@ -19,7 +19,8 @@ class DataError(ValueError):
 class Structure:
     """One structure, as a metatomic ``System``, with optional reference labels
     (energy in eV, forces in eV/A, stress in eV/A^3, ASE's sign convention) and
-    ``labels`` of other outputs by name (float64, in the output's own layout)."""
+    ``labels`` of other outputs by name (float64, metatensor's layout) and the keys
+    they were read from."""
 
     system: object
     index: int
@@ -27,6 +28,7 @@ class Structure:
     forces: torch.Tensor | None = None
     stress: torch.Tensor | None = None
     labels: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    label_keys: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def n_atoms(self) -> int:
@@ -81,7 +83,9 @@ def read_structures(
     the file and frame on empty data, NaN positions or unsupported atom types.
 
     ``labels`` maps output names to the keys of their reference values in each frame
-    (``{"mtt::dipole": "xtb_dipole"}``); energy, forces and stress are found without."""
+    (``{"mtt::dipole": "xtb_dipole"}``), in metatensor's layout ``[rows, *components,
+    properties]`` (Cartesian ``x, y, z``; spherical ``o3_mu = -lambda..lambda``);
+    energy, forces and stress are found without."""
     import ase.io
     from metatomic.torch import systems_to_torch
 
@@ -120,5 +124,7 @@ def read_structures(
         energy, forces, stress = _labels(atoms)
         extra = {out: _label(atoms, key, where, out) for out, key in (labels or {}).items()}
         system = systems_to_torch(atoms, dtype=dtype)
-        structures.append(Structure(system, index, energy, forces, stress, extra))
+        structures.append(
+            Structure(system, index, energy, forces, stress, extra, dict(labels or {}))
+        )
     return structures

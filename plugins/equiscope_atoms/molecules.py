@@ -12,14 +12,21 @@ few milliseconds per molecule on one core, nothing is downloaded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ase import Atoms
 
 __all__ = ["G2_ELEMENTS", "g2_molecules", "generate_xtb_molecules", "with_xtb_labels"]
 
 G2_ELEMENTS = ("H", "C", "N", "O")
 
 
-def g2_molecules(elements=G2_ELEMENTS, *, min_atoms: int = 3, max_atoms: int = 12) -> list:
+def g2_molecules(
+    elements: Sequence[str] = G2_ELEMENTS, *, min_atoms: int = 3, max_atoms: int = 12
+) -> list[Atoms]:
     """The molecules of ASE's G2 collection made of ``elements`` only, with
     ``min_atoms`` to ``max_atoms`` atoms, in the collection's order."""
     from ase.collections import g2
@@ -56,9 +63,9 @@ def with_xtb_labels(atoms, *, method: str = "GFN2-xTB"):
             "dipole": atoms.get_dipole_moment(),
         }
     except Exception as error:  # tblite raises its own error types
-        raise RuntimeError(
-            f"{method} failed on {atoms.get_chemical_formula()}: {str(error).strip()[:160]}"
-        ) from None
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        formula = atoms.get_chemical_formula()
+        raise RuntimeError(f"{method} failed on {formula}: {first[:160]}") from None
     atoms.calc = SinglePointCalculator(atoms, **results)
     atoms.info["xtb_dipole"] = results["dipole"].copy()
     return atoms
@@ -70,7 +77,7 @@ def generate_xtb_molecules(
     *,
     seed: int = 0,
     rattle: float = 0.1,
-    elements=G2_ELEMENTS,
+    elements: Sequence[str] = G2_ELEMENTS,
     max_atoms: int = 12,
     method: str = "GFN2-xTB",
     progress: bool = False,

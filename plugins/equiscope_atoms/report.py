@@ -107,11 +107,7 @@ def markdown_summary(report: dict) -> str:
             text = ", ".join(f"({k}): {v:.2g}" for k, v in others)
             lines.append(f"| {path} | {invariant:.6f} | {text} | {layer['above_max_lambda']:.2g} |")
     lines += ["", "## Figures", ""]
-    lines += [
-        f"- `{name}`: {text}"
-        for name, text in FIGURES.items()
-        if name != "layer_spectra.png" or report["layers"]
-    ]
+    lines += [f"- `{name}`: {text}" for name, text in FIGURES.items() if name in _drawn(report)]
     lines.append("")
     return "\n".join(lines)
 
@@ -182,7 +178,7 @@ def _figures(report: dict, folder: Path) -> None:
     plt.close(figure)
 
     checked = [name for name in names if outputs[name].get("convergence")]
-    if checked:  # (no figure with --convergence-structures 0)
+    if checked:  # (no figure with --convergence-structures 0: see _drawn)
         figure, axis = plt.subplots(figsize=(5.5, 3.6))
         for name in checked:
             convergence = outputs[name]["convergence"]
@@ -219,8 +215,19 @@ def _figures(report: dict, folder: Path) -> None:
         plt.close(figure)
 
 
+def _drawn(report: dict) -> set[str]:
+    """The figures ``report`` has data for."""
+    drawn = set(FIGURES)
+    if not report["layers"]:
+        drawn.discard("layer_spectra.png")
+    if not any(out.get("convergence") for out in report["outputs"].values()):
+        drawn.discard("convergence.png")
+    return drawn
+
+
 def write_report(report: dict, output: str | Path) -> Path:
-    """Write ``report.json``, ``report.md`` and the figures into ``output``."""
+    """Write ``report.json``, ``report.md`` and the figures into ``output`` (figures of
+    an earlier report that this one does not draw are removed)."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
@@ -229,6 +236,8 @@ def write_report(report: dict, output: str | Path) -> Path:
         (staging / "report.md").write_text(markdown_summary(report))
         _figures(report, staging)
         output.mkdir(exist_ok=True)
+        for name in set(FIGURES) - _drawn(report):
+            (output / name).unlink(missing_ok=True)
         for item in staging.iterdir():
             os.replace(item, output / item.name)
     finally:

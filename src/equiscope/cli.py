@@ -137,8 +137,12 @@ def _audit_command(args) -> int:
     grid = _audit_grid(args)
     layers = {"all": None, "none": []}.get(args.layers, _parse_list(args.layers))
     labels = _parse_labels(args.labels)
-    shards, device = sharding.from_environment(args.device)
+    shards = sharding.Shards()
     try:
+        try:
+            shards, device = sharding.from_environment(args.device)
+        except ValueError as error:
+            raise BadInput(f"--device: {error}") from None
         try:
             model = load_model(args.model)
             if args.dtype is not None:
@@ -165,6 +169,7 @@ def _audit_command(args) -> int:
                 layers=layers,
                 batch_size=args.batch_size,
                 convergence_structures=args.convergence_structures,
+                shards=shards,
             )
         except (ModelLoadError, DataError, AuditOptionError) as error:
             raise BadInput(str(error)) from None
@@ -180,11 +185,25 @@ def _audit_command(args) -> int:
     return 0
 
 
+def _split_outside_brackets(text: str) -> list[str]:
+    """``text`` split at the commas that are not inside ``[...]`` (output names of
+    multi-block outputs hold commas: ``name[o3_lambda=2,o3_sigma=1]``)."""
+    items, depth, current = [], 0, ""
+    for character in text:
+        depth += {"[": 1, "]": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += character
+    return [item.strip() for item in [*items, current] if item.strip()]
+
+
 def _parse_labels(text: str | None) -> dict[str, str]:
-    """``--labels OUTPUT=KEY,...`` as ``{output: key}``."""
+    """``--labels OUTPUT=KEY,...`` as ``{output: key}`` (a key holds no ``=``)."""
     labels = {}
-    for item in _parse_list(text) or []:
-        output, equals, key = item.partition("=")
+    for item in _split_outside_brackets(text or ""):
+        output, equals, key = item.rpartition("=")
         if not (equals and output.strip() and key.strip()):
             raise BadInput(f"--labels: expected OUTPUT=KEY, got '{item}'")
         labels[output.strip()] = key.strip()

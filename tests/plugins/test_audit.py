@@ -13,7 +13,7 @@ from metatomic.torch import ModelOutput
 import equiscope as eq
 from _models import PairPotential, PlantedAnisotropy, export, write_copper
 from equiscope_atoms import audit, load_model, read_structures
-from equiscope_atoms.report import write_report
+from equiscope_atoms.report import markdown_summary, write_report
 
 OUTPUTS = {
     "energy": ModelOutput(unit="eV", sample_kind="system"),
@@ -184,8 +184,10 @@ def test_report_files(planted, tmp_path):
         convergence_structures=0,
         progress=False,
     )
-    folder = write_report(unchecked, tmp_path / "unchecked")
+    folder = write_report(unchecked, folder)  # over the first report
     assert (folder / "errors.png").is_file() and not (folder / "convergence.png").exists()
+    assert "convergence.png" not in (folder / "report.md").read_text()
+    assert "convergence.png" in markdown_summary(report)
 
 
 def test_auto_grid_stops_when_converged(planted):
@@ -253,8 +255,30 @@ def test_totals_audit_the_sum_of_per_atom_contributions(planted, tmp_path):
     assert accuracy["accuracy"]["symmetrized_rmse"] < 1e-12
     # without totals the label's size gives a one-line error with the hint
     model.totals = set()
-    with pytest.raises(AuditOptionError, match=r"3 values; the model gives 12 there \(per atom"):
+    message = r"label 'dipole' of non_conservative_force in structure 0 has 3 values; the model"
+    with pytest.raises(AuditOptionError, match=message + r" gives 12 there \(per atom"):
         audit(model, labelled, grid=grid, **options)
     model.totals = {"energy_uncertainty"}
     with pytest.raises(AuditOptionError, match="totals asked for energy_uncertainty"):
         audit(model, labelled, grid=grid, **options)
+    model.totals = {"energy"}
+    with pytest.raises(AuditOptionError, match="totals asked for energy, which is audited per"):
+        audit(model, labelled, grid=grid, outputs=["energy"], convergence_structures=0)
+
+
+def test_labels_are_read_in_metatensor_layout():
+    """Labels come as [rows, *components, properties]; responses are kept as
+    [rows, properties, *components]: entry (r, c, p) must land on (r, p, c)."""
+    from equiscope_atoms.audit import label_layout
+
+    rows, components, properties = 2, 3, 4
+    label = torch.arange(rows * components * properties, dtype=torch.float64)
+    arranged = label_layout(label, (rows, properties, components))
+    expected = label.reshape(rows, components, properties)
+    for r in range(rows):
+        for c in range(components):
+            for p in range(properties):
+                assert arranged[r, p, c] == expected[r, c, p]
+    # one property (energies, forces, stress as read): only a reshape
+    stress = torch.arange(9, dtype=torch.float64).reshape(3, 3)
+    assert torch.equal(label_layout(stress, (1, 1, 3, 3)), stress.reshape(1, 1, 3, 3))

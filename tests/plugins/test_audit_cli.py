@@ -85,7 +85,7 @@ def bad_data(folder, kind):
         ("labels-format", "--labels: expected OUTPUT=KEY, got 'energy'"),
         ("label-missing", r"cu.xyz frame 0 has no label 'nope' \(for energy\)"),
         ("label-unaudited", "labels given for dipole, which the audit does not evaluate"),
-        ("label-size", "the label of energy in structure 0 has 24 values; the model gives 1"),
+        ("label-size", "label 'forces' of energy in structure 0 has 24 values; the model gives 1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, case, message):
@@ -119,3 +119,32 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, case, 
     assert len(stderr.splitlines()) == 1, stderr
     assert re.search(message, stderr), stderr
     assert not out.exists()
+
+
+def test_labels_option_takes_multi_block_output_names():
+    from equiscope.cli import BadInput, _parse_labels
+
+    text = "mtt::efg[o3_lambda=2,o3_sigma=1]=efg_l2, mtt::dipole=xtb_dipole"
+    assert _parse_labels(text) == {
+        "mtt::efg[o3_lambda=2,o3_sigma=1]": "efg_l2",
+        "mtt::dipole": "xtb_dipole",
+    }
+    assert _parse_labels(None) == {}
+    for bad in ("energy", "=key", "energy="):
+        with pytest.raises(BadInput, match="--labels: expected OUTPUT=KEY"):
+            _parse_labels(bad)
+
+
+def test_torchrun_without_a_gpu_for_the_rank_is_one_line(files, tmp_path, capsys, monkeypatch):
+    import torch
+
+    _, model, data = files
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)  # what torchrun sets for the second process
+    if torch.cuda.is_available():  # a machine with GPUs: ask for more than it has
+        monkeypatch.setenv("LOCAL_RANK", str(torch.cuda.device_count()))
+    out = tmp_path / "out"
+    assert main(["audit", str(model), str(data), "-o", str(out), "--device", "cuda"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("equiscope audit: error: --device: device 'cuda' cannot be used: ")
+    assert not out.exists() and not torch.distributed.is_initialized()

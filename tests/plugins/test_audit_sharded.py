@@ -34,11 +34,70 @@ def test_blocks_cover_the_items_in_order(n, size):
     assert max(lengths) - min(lengths) <= 1
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_blocks_balance_the_costs(size):
+    costs = [1, 9, 2, 2, 8, 1, 1, 5, 3, 4]
+    items = list(range(len(costs)))
+    blocks = [Shards(rank, size).block(items, costs) for rank in range(size)]
+    assert [item for block in blocks for item in block] == items
+    for block in blocks:  # within one item's cost of the mean
+        assert abs(sum(costs[i] for i in block) - sum(costs) / size) <= max(costs)
+    with pytest.raises(ValueError, match="2 costs for 10 items"):
+        Shards(0, size).block(items, [1, 2])
+
+
 def test_one_process_is_not_distributed():
     shards = Shards.current()
     assert not shards.distributed and shards.leader
     assert shards.all_gather({"a": 1}) == [{"a": 1}]
     assert shards.broadcast(3) == 3
+
+
+def test_audit_shards_only_when_asked(planted, monkeypatch):
+    """Inside someone else's process group (metatrain's distributed training, whose
+    monitor audits on rank 0 alone) ``audit`` must not start collectives of its own."""
+    import torch.distributed
+
+    from equiscope_atoms import audit
+
+    _, model_path, data = planted
+    model = load_model(model_path)
+    structures = read_structures(data, atomic_types=model.atomic_types)[:2]
+
+    def no_collectives(*args, **kwargs):
+        raise AssertionError("audit started a collective")
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    monkeypatch.setattr(torch.distributed, "all_gather_object", no_collectives)
+    monkeypatch.setattr(torch.distributed, "broadcast_object_list", no_collectives)
+    assert Shards.current().distributed  # what an explicit shards=Shards.current() gives
+    grid = eq.grid("octahedral", inversion=True)
+    report = audit(model, structures, grid=grid, outputs=["energy"], progress=False)
+    assert report["processes"] == 1 and report["structures"] == 2
+
+
+def test_an_error_on_one_rank_is_raised_on_every_rank():
+    from equiscope_atoms.audit import AuditOptionError, _attempt, _raise_failures
+
+    shards = Shards(1, 2)
+
+    def fails(error):
+        def work():
+            raise error
+
+        return work
+
+    failure = _attempt(shards, fails(RuntimeError("CUDA out of memory.\nmore lines")))
+    with pytest.raises(RuntimeError, match=r"^process 1 of the audit failed: RuntimeError: CUDA"):
+        _raise_failures([{"fine": 1.0}, failure])
+    option = _attempt(shards, fails(AuditOptionError("label 'x' of y has 3 values")))
+    with pytest.raises(AuditOptionError, match=r"^label 'x' of y has 3 values$"):
+        _raise_failures([option])
+    assert _attempt(shards, lambda: 5) == 5
+    with pytest.raises(KeyError):  # one process: the error itself
+        _attempt(Shards(), fails(KeyError("k")))
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +116,18 @@ def test_merged_blocks_equal_one_run(planted):
     outputs = ["energy", "non_conservative_force"]
 
     def run(block):
-        return _run(model, block, grid, outputs, True, True, [], 2, 16, False)
+        return _run(
+            model,
+            block,
+            grid,
+            outputs,
+            forces=True,
+            stress=True,
+            layers=[],
+            max_lambda=2,
+            batch_size=16,
+            progress=False,
+        )
 
     whole, _, _ = run(structures)
     parts = [run(Shards(rank, 3).block(structures)) for rank in range(3)]
@@ -86,7 +156,19 @@ def test_merged_blocks_keep_the_layer_spectra(planted):
     layers = ["gnn_layers.0_node", "gnn_layers.0_edge"]
 
     def run(block):
-        return _run(model, block, grid, ["energy"], False, False, layers, 2, 64, False, False)
+        return _run(
+            model,
+            block,
+            grid,
+            ["energy"],
+            forces=False,
+            stress=False,
+            layers=layers,
+            max_lambda=2,
+            batch_size=64,
+            progress=False,
+            measure_roundoff=False,
+        )
 
     _, whole_norms, whole_residual = run(structures)
     _, norms, residual = _merge([run(Shards(rank, 2).block(structures)) for rank in range(2)])
@@ -112,11 +194,25 @@ def _audit_command(model, data, out, *extra):
     ]
 
 
-def test_torchrun_audit_equals_one_process(planted, tmp_path):
+@pytest.mark.parametrize(
+    ("extra", "structures"),
+    [
+        ((), 5),
+        # fewer structures than processes (rank 1 has none), the auto grid search
+        # decided on rank 0, an output audited as totals
+        (("--structures", "1", "--grid", "auto", "--totals", "non_conservative_force"), 1),
+    ],
+)
+def test_torchrun_audit_equals_one_process(planted, tmp_path, extra, structures):
     _, model, data = planted
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run(
-        [sys.executable, "-m", "equiscope.cli", *_audit_command(model, data, tmp_path / "one")],
+        [
+            sys.executable,
+            "-m",
+            "equiscope.cli",
+            *_audit_command(model, data, tmp_path / "one", *extra),
+        ],
         capture_output=True,
         text=True,
         env=environment,
@@ -133,7 +229,7 @@ def test_torchrun_audit_equals_one_process(planted, tmp_path):
             "2",
             "-m",
             "equiscope.cli",
-            *_audit_command(model, data, tmp_path / "two"),
+            *_audit_command(model, data, tmp_path / "two", *extra),
         ],
         capture_output=True,
         text=True,
@@ -145,8 +241,11 @@ def test_torchrun_audit_equals_one_process(planted, tmp_path):
     one = json.loads((tmp_path / "one" / "report.json").read_text())
     two = json.loads((tmp_path / "two" / "report.json").read_text())
     assert (one["processes"], two["processes"]) == (1, 2)
-    assert two["structures"] == one["structures"] == 5
+    assert two["structures"] == one["structures"] == structures
     assert two["grid"] == one["grid"]
+    assert [step["finer"] for step in two["auto_grid"]] == [s["finer"] for s in one["auto_grid"]]
+    for step, expected in zip(two["auto_grid"], one["auto_grid"], strict=True):
+        assert step["relative_change"] == pytest.approx(expected["relative_change"], rel=1e-9)
     for name, expected in one["outputs"].items():
         got = two["outputs"][name]
         assert got["equivariance_rmse"] == pytest.approx(expected["equivariance_rmse"], rel=1e-9)
