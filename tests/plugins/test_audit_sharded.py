@@ -179,6 +179,21 @@ def test_merged_blocks_keep_the_layer_spectra(planted):
         assert sum(norms[path].values()) > 0
 
 
+def _equiscope(*arguments, processes: int = 1) -> subprocess.CompletedProcess:
+    """``equiscope ARGUMENTS`` in a fresh interpreter, under torchrun if ``processes > 1``."""
+    launcher = [sys.executable, "-m"]
+    if processes > 1:
+        launcher += ["torch.distributed.run", "--standalone", "--nproc-per-node", f"{processes}"]
+        launcher += ["-m"]
+    return subprocess.run(
+        [*launcher, "equiscope.cli", *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+
+
 def _audit_command(model, data, out, *extra):
     return [
         "audit",
@@ -205,37 +220,9 @@ def _audit_command(model, data, out, *extra):
 )
 def test_torchrun_audit_equals_one_process(planted, tmp_path, extra, structures):
     _, model, data = planted
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "equiscope.cli",
-            *_audit_command(model, data, tmp_path / "one", *extra),
-        ],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=300,
-    )
+    single = _equiscope(*_audit_command(model, data, tmp_path / "one", *extra))
     assert single.returncode == 0, single.stderr
-    sharded = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "equiscope.cli",
-            *_audit_command(model, data, tmp_path / "two", *extra),
-        ],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=300,
-    )
+    sharded = _equiscope(*_audit_command(model, data, tmp_path / "two", *extra), processes=2)
     assert sharded.returncode == 0, sharded.stderr[-2000:]
     assert sharded.stdout.count("report: ") == 1  # only rank 0 prints and writes
     one = json.loads((tmp_path / "one" / "report.json").read_text())
@@ -266,23 +253,7 @@ def test_torchrun_bad_input_is_one_line_on_every_rank(planted, tmp_path):
     folder, model, _ = planted
     empty = folder / "empty.xyz"
     empty.write_text("")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "equiscope.cli",
-            *_audit_command(model, empty, tmp_path / "bad"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=300,
-    )
+    result = _equiscope(*_audit_command(model, empty, tmp_path / "bad"), processes=2)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("equiscope audit")]
     assert len(errors) == 2 and all("empty.xyz" in line for line in errors)
