@@ -5,8 +5,8 @@ weights and biases ``theta`` of its last linear layers (the features are fixed, 
 scaler multiplies, the composition model adds): ``y(theta) = y(theta_0) + J (theta -
 theta_0)`` exactly. Gradient descent on ``theta`` is slow when the target lies along
 directions in which the features hardly vary between structures (the direct stress of
-near-identical cells; see the README's direct-stress study). This solves for ``theta``
-instead, by ridge regression on the change,
+near-identical cells; see the direct-stress study in ``docs/metatrain_measurements.md``).
+This solves for ``theta`` instead, by ridge regression on the change,
 
     Delta = argmin |J Delta - (y* - y(theta_0))|^2 + alpha |Delta|^2,
 
