@@ -2,7 +2,8 @@
 
 At the monitored epochs the model is evaluated on the grid orbit of a few validation
 structures (with :func:`equiscope_atoms.audit`); the equivariance RMSE of every target
-(root mean over structures of A^2, per atom for energies) and, per hidden layer, the
+(root mean over structures of A^2; targets with one value per structure, such as
+energies, a direct stress or a dipole, as structure totals, per atom) and, per hidden layer, the
 fraction of the feature norm outside the invariant sector, 1 - B(0, +1), go to the log
 and to ``symmetry_monitor.csv``; :meth:`SymmetryMonitor.plot` draws them against the
 epoch.
@@ -27,6 +28,22 @@ INVARIANT = eq.sector_label((0, 1))
 
 def _system(sample):
     return sample["system"] if isinstance(sample, dict) else sample.system
+
+
+def _totals(model: torch.nn.Module, loaded, targets: list[str]) -> set[str]:
+    """Targets with one value per structure that the model declares per atom (PET
+    declares every target so): the monitor measures their totals, the observable, as
+    the audit's ``--totals`` does. (``energy`` is always audited as a total.)"""
+    infos = model.dataset_info.targets
+    return {
+        name
+        for name in targets
+        if name in infos
+        and name.split("/")[0] != "energy"
+        and infos[name].sample_kind == "system"
+        and name in loaded.outputs
+        and loaded.outputs[name].sample_kind == "atom"
+    }
 
 
 class SymmetryMonitor:
@@ -62,6 +79,7 @@ class SymmetryMonitor:
         start = time.perf_counter()
         try:
             loaded = wrap_model(model)
+            loaded.totals = _totals(model, loaded, self.targets)
             parameter = next(model.parameters())
             loaded.device, loaded.dtype = parameter.device, parameter.dtype
             layers = loaded.layers if self.hypers["layers"] else []
