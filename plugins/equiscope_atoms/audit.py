@@ -258,12 +258,12 @@ def _check_labels(model, structures, outputs, forces, stress) -> None:
     for name in labelled:
         kind = result.kinds[name]
         values = result.responses[name][0].numel()
+        per_atom = values // first.n_atoms
         for structure in structures:
             label = structure.labels.get(name)
-            expected = values if kind.per_structure else values // first.n_atoms * structure.n_atoms
+            expected = values if kind.per_structure else per_atom * structure.n_atoms
             if label is not None and label.numel() != expected:
                 hint = ""
-                per_atom = values // first.n_atoms
                 if name in outputs and not kind.per_structure and label.numel() == per_atom:
                     hint = f" (per atom; totals of {name} match: --totals {name})"
                 key = structure.label_keys.get(name, name)
@@ -321,13 +321,20 @@ def _run(
                 _reference(structure, name),
             )
         for path, spectrum in result.layers.items():
-            norms = layer_norms.setdefault(path, {})
-            for sector, value in spectrum.items():
-                norms[sector] = norms.get(sector, 0.0) + value
-            residual = layer_residual.setdefault(path, [0.0, 0.0])
-            residual[0] += spectrum.residual
-            residual[1] += spectrum.total
+            residual, total = spectrum.residual, spectrum.total
+            _add_layer(layer_norms, layer_residual, path, spectrum, residual, total)
     return stats, layer_norms, layer_residual
+
+
+def _add_layer(layer_norms, layer_residual, path, sectors, residual, total) -> None:
+    """Add one layer's sector norms and its norm above the largest lambda (of its
+    ``total``) to the running sums."""
+    norms = layer_norms.setdefault(path, {})
+    for sector, value in sectors.items():
+        norms[sector] = norms.get(sector, 0.0) + value
+    sums = layer_residual.setdefault(path, [0.0, 0.0])
+    sums[0] += residual
+    sums[1] += total
 
 
 @dataclasses.dataclass
@@ -374,14 +381,8 @@ def _merge(parts: list[tuple[dict, dict, dict]]) -> tuple[dict, dict, dict]:
                 stats[name].merge(st)
             else:
                 stats[name] = st
-        for path, norms in part_norms.items():
-            merged = layer_norms.setdefault(path, {})
-            for sector, value in norms.items():
-                merged[sector] = merged.get(sector, 0.0) + value
         for path, (residual, total) in part_residual.items():
-            merged_residual = layer_residual.setdefault(path, [0.0, 0.0])
-            merged_residual[0] += residual
-            merged_residual[1] += total
+            _add_layer(layer_norms, layer_residual, path, part_norms[path], residual, total)
     return stats, layer_norms, layer_residual
 
 
