@@ -286,15 +286,21 @@ def _add_audit_parser(actions) -> None:
     audit.add_argument("--head-n", type=int, help="rotations of an average head's axial grid")
 
 
+def is_tagger(path) -> bool:
+    """Whether ``path`` is a tagger checkpoint or an exported tagger program."""
+    from .checkpoint import is_jet_checkpoint
+    from .export import is_exported_tagger
+
+    return is_jet_checkpoint(path) or is_exported_tagger(path)
+
+
 def audit_jet_model(args: argparse.Namespace) -> int | None:
     """``equiscope audit`` on a tagger checkpoint or exported program: run the jet audit
     and return its exit code; ``None`` when ``args.model`` is neither. ``--grid`` other than
     ``auto`` names the groups (comma-separated), ``--structures`` the number of jets."""
     from .audit import DEFAULT_GROUPS
-    from .checkpoint import is_jet_checkpoint
-    from .export import is_exported_tagger
 
-    if not (is_jet_checkpoint(args.model) or is_exported_tagger(args.model)):
+    if not is_tagger(args.model):
         return None
     jets = argparse.Namespace(
         model=args.model,

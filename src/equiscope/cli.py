@@ -100,11 +100,11 @@ def _audit_command(args) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from equiscope_jets.cli import audit_jet_model
+    from equiscope_jets.cli import audit_jet_model, is_tagger
 
     from . import shards as sharding
 
-    if _is_jet_tagger(args.model):
+    if is_tagger(args.model):
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise BadInput(
                 f"{args.model}: jet audits run in one process; torchrun shards atomistic "
@@ -208,13 +208,6 @@ def _parse_labels(text: str | None) -> dict[str, str]:
             raise BadInput(f"--labels: expected OUTPUT=KEY, got '{item}'")
         labels[output.strip()] = key.strip()
     return labels
-
-
-def _is_jet_tagger(path: str) -> bool:
-    from equiscope_jets.checkpoint import is_jet_checkpoint
-    from equiscope_jets.export import is_exported_tagger
-
-    return is_jet_checkpoint(path) or is_exported_tagger(path)
 
 
 def _symmetrize_command(args) -> int:
