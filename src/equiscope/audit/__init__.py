@@ -5,7 +5,7 @@ orbit on a grid, jitter its inputs, find its labels); :func:`run_audit` does the
 and returns the report (see :mod:`equiscope.report` to write it).
 """
 
-from ._adapter import Adapter, adapter_plugins
+from ._adapter import Adapter, AuditPlugin, adapter_plugins
 from ._engine import CONVERGENCE_RTOL, run_audit
 from ._kinds import AuditOptionError, OrbitResult, OutputKind, expected_sectors
 from ._noise import JITTERS, measured_roundoff
@@ -16,6 +16,7 @@ __all__ = [
     "JITTERS",
     "Adapter",
     "AuditOptionError",
+    "AuditPlugin",
     "OrbitResult",
     "OutputKind",
     "OutputStats",

@@ -8,6 +8,8 @@ group, so the core never imports a plugin.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
 
@@ -16,7 +18,7 @@ import torch
 from ..grids import Grid
 from ._kinds import OrbitResult
 
-__all__ = ["Adapter", "adapter_plugins"]
+__all__ = ["Adapter", "AuditPlugin", "adapter_plugins"]
 
 
 @runtime_checkable
@@ -61,8 +63,33 @@ class Adapter(Protocol):
         """The unit of output ``name`` (``""`` when unknown)."""
 
 
-def adapter_plugins() -> dict:
-    """The installed adapter plugins, ``{name: loaded entry point}``, from the
-    ``equiscope.adapters`` entry-point group, in name order."""
-    found = entry_points(group="equiscope.adapters")
-    return {point.name: point for point in sorted(found, key=lambda p: p.name)}
+@dataclasses.dataclass(frozen=True)
+class AuditPlugin:
+    """How ``equiscope audit MODEL DATA`` reaches an adapter: plugins register one in
+    the ``equiscope.adapters`` entry-point group. The first plugin (lowest
+    ``priority``) whose ``accepts(MODEL)`` is true runs ``command(args)`` (the parsed
+    ``audit`` arguments; returns the exit code, raises ``equiscope.cli.BadInput`` for
+    bad input)."""
+
+    name: str
+    priority: int
+    accepts: Callable[[str], bool]
+    command: Callable[[object], int]
+    describes: str = ""
+
+
+def adapter_plugins(failures: list[str] | None = None) -> list[AuditPlugin]:
+    """The installed audit plugins (``equiscope.adapters`` entry points), by priority.
+    A plugin that fails to import is left out; ``failures`` (if given) receives one
+    line per such plugin, naming it and the error."""
+    plugins = []
+    for point in entry_points(group="equiscope.adapters"):
+        try:
+            plugin = point.load()
+        except Exception as error:  # a broken plugin must not stop the others
+            if failures is not None:
+                first = (str(error).strip().splitlines() or [""])[0]
+                failures.append(f"{point.name} ({point.value}): {type(error).__name__}: {first}")
+            continue
+        plugins.append(plugin)
+    return sorted(plugins, key=lambda p: (p.priority, p.name))
