@@ -20,7 +20,6 @@ GENERATED = DOCS / "_generated"
 FIGURES = Path(tempfile.gettempdir()) / "equiscope-docs-gallery"
 EXAMPLE_ARGUMENTS = {
     "01_grids_and_spectra.py": [str(FIGURES / "grids_and_spectra.png")],
-    "02_md_with_heads.py": ["--steps", "20", "--output", str(FIGURES / "md_heads.png")],
     "05_jet_physics.py": ["--n", "200", "--output", str(FIGURES / "jets_mass.png")],
 }
 
@@ -156,6 +155,9 @@ def _typed_dicts(path: Path) -> dict[str, tuple[str, list[tuple[str, str, str, s
     return classes
 
 
+YAML = {"True": "true", "False": "false", "None": "null"}
+
+
 def _annotation(annotation: str) -> str:
     """``Annotated[int, Field(ge=1)]`` -> ``int, >= 1``."""
     node = ast.parse(annotation, mode="eval").body
@@ -202,7 +204,7 @@ def hyperparameters() -> str:
             if nested:
                 out += f"    *section* ``{title}.{field}``, see below.\n\n"
             else:
-                shown = default if default else "(required or none)"
+                shown = YAML.get(default, default) if default else "(required or none)"
                 out += f"    *{kind}*, default ``{shown}``\n\n"
             if field_doc:
                 field_doc = "\n".join(escape_bars(line) for line in field_doc.splitlines())
@@ -251,6 +253,7 @@ def _pet_trainer_fields() -> list[tuple[str, str]]:
     fields = []
     for field, _, default, _ in classes["TrainerHypers"][1]:
         shown = " ".join(default.split()) if default else "(not set)"
+        shown = YAML.get(shown, shown)
         if len(shown) > 60:
             shown = shown[:57] + "..."
         fields.append((field, shown))
