@@ -28,10 +28,10 @@ def _audit(args) -> int:
 
     torch.set_num_threads(1)
     from equiscope import shards as sharding
+    from equiscope.report import markdown_summary, write_report
 
     from . import DataError, ModelLoadError, audit, load_model, read_structures
     from .audit import AuditOptionError
-    from .report import markdown_summary, write_report
 
     if args.model_dtype is not None:
         raise BadInput(

@@ -12,8 +12,8 @@ from metatomic.torch import ModelOutput
 
 import equiscope as eq
 from _models import PairPotential, PlantedAnisotropy, export, write_copper
+from equiscope.report import markdown_summary, write_report
 from equiscope_atoms import audit, load_model, read_structures
-from equiscope_atoms.report import markdown_summary, write_report
 
 OUTPUTS = {
     "energy": ModelOutput(unit="eV", sample_kind="system"),
