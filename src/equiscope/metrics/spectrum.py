@@ -92,11 +92,16 @@ class SpectrumAccumulator:
     :meth:`spectrum`.
     """
 
-    def __init__(self, grid: Grid, max_lambda: int):
+    def __init__(self, grid: Grid, max_lambda: int, *, any_degree: bool = False):
         if not isinstance(grid, Grid):
             raise ValueError(f"expected an equiscope Grid, got {type(grid).__name__}")
         self.grid = grid
-        self.max_lambda = _check_degree(max_lambda, grid)
+        if any_degree:  # a randomly oriented grid: unbiased coefficients at every degree
+            if isinstance(max_lambda, bool) or not isinstance(max_lambda, int) or max_lambda < 0:
+                raise ValueError(f"max_lambda must be a non-negative integer, got {max_lambda!r}")
+            self.max_lambda = max_lambda
+        else:
+            self.max_lambda = _check_degree(max_lambda, grid)
         self.sectors = grid.group.sectors(self.max_lambda)
         blocks = [
             grid.weights[:, None] * grid.representation(s).reshape(grid.size, -1)
@@ -152,6 +157,21 @@ class SpectrumAccumulator:
                 f"the spectrum needs every one of the {self.grid.size} grid elements "
                 f"once: {missing} missing, {repeated} added more than once"
             )
+
+    def coefficients(self) -> list[torch.Tensor]:
+        """Per sector, ``sqrt(c_beta) sum_i w_i rho_beta(g_i) u_i`` ``[d^2, width]``
+        (``B_beta`` is its squared norm). Linear in the responses: on a randomly
+        oriented grid it is an unbiased estimate of the exact one, whatever the
+        degree (see :mod:`equiscope.metrics.replicates`)."""
+        self._check_complete()
+        parts = self._coefficients.split(self._sizes, dim=0)
+        return [f.sqrt() * c for f, c in zip(self._factors, parts, strict=True)]
+
+    @property
+    def total(self) -> float:
+        """``sum_i w_i |u_i|^2`` summed over trailing entries."""
+        self._check_complete()
+        return float(self._total.sum())
 
     def norms(self) -> torch.Tensor:
         """Per-sector squared norms for every trailing entry,
