@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 
 import torch
@@ -51,13 +52,22 @@ def expected_sectors(irrep, group: eq.Group) -> set:
     return {sector(*irrep)}
 
 
-def _choose_outputs(model: LoadedModel, requested, structures) -> tuple[list, bool, bool]:
+def _choose_outputs(
+    model: LoadedModel, requested, structures, quiet: bool = False
+) -> tuple[list, bool, bool]:
     available = model.auditable_outputs()
     has_energy = "energy" in available
     periodic = all(s.periodic for s in structures)
     derived = (["forces"] if has_energy else []) + (["stress"] if has_energy and periodic else [])
     if requested is None:
         requested = available + derived
+        if has_energy and not periodic and not quiet:
+            first = next(s for s in structures if not s.periodic)
+            print(
+                f"equiscope: stress is not audited: structure {first.index} of the data is "
+                "not periodic (stress needs every structure periodic with a cell)",
+                file=sys.stderr,
+            )
     unknown = [n for n in requested if n not in available + derived]
     if unknown:
         why = ""
@@ -417,7 +427,7 @@ def audit(
         raise AuditOptionError("no structures to audit")
     if batch_size < 1:
         raise AuditOptionError(f"batch size must be at least 1, got {batch_size}")
-    outputs, forces, stress = _choose_outputs(model, outputs, structures)
+    outputs, forces, stress = _choose_outputs(model, outputs, structures, not shards.leader)
     unknown_totals = sorted(name for name in model.totals if name not in outputs)
     if unknown_totals:
         raise AuditOptionError(
@@ -493,10 +503,15 @@ def audit(
     report_outputs = {}
     for name, st in stats.items():
         summary = st.summary(grid, model.dtype)
+        unit = model.output_unit(name)
+        summary["unit"] = f"{unit}/atom" if unit and summary["per_atom"] else unit
+        if name in ("forces", "stress"):
+            summary["derived_from"] = "energy"
         summary["converged"] = None
         if history:
             grid_a, grid_b, values_a, values_b = history[-1]
-            change = _relative(values_a[name], values_b[name])
+            # below the noise floor both grids measure round-off: that counts as converged
+            change = _relative(values_a[name], values_b[name], 10 * summary["noise_floor"])
             summary["converged"] = change <= _CONVERGENCE_RTOL
             summary["convergence"] = {
                 "grids": [grid_a.to_dict(), grid_b.to_dict()],
@@ -517,7 +532,14 @@ def audit(
         "model": model.source,
         "model_dtype": str(model.dtype).replace("torch.", ""),
         "structures": len(structures),
+        "sample_noun": "structures",
         "atoms": sum(s.n_atoms for s in structures),
+        "per_structure": {  # in the order of per_structure_equivariance
+            "index": [s.index for s in structures],
+            "formula": [_formula(s) for s in structures],
+            "atoms": [s.n_atoms for s in structures],
+        },
+        "symmetrizable": True,  # `equiscope symmetrize` wraps this kind of model
         "grid": grid.to_dict(),
         "max_lambda": max_lambda,
         "outputs": report_outputs,
@@ -535,6 +557,17 @@ def audit(
     }
 
 
-def _relative(a: float, b: float) -> float:
-    scale = max(abs(a), abs(b))
+def _formula(structure: Structure) -> str:
+    """The chemical formula of ``structure`` (e.g. ``"CH4O"``)."""
+    from ase.data import chemical_symbols
+    from ase.formula import Formula
+
+    types = structure.system.types.tolist()
+    if not all(0 < z < len(chemical_symbols) for z in types):
+        return f"{len(types)} atoms"
+    return Formula.from_list([chemical_symbols[z] for z in types]).format("hill")
+
+
+def _relative(a: float, b: float, floor: float = 0.0) -> float:
+    scale = max(abs(a), abs(b), floor)
     return abs(a - b) / scale if scale > 0 else 0.0
