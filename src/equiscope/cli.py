@@ -125,7 +125,7 @@ def _audit_command(args) -> int:
             load_model,
             read_structures,
         )
-        from equiscope_atoms.report import markdown_summary, write_report
+        from equiscope_atoms.report import terminal_summary, write_report
     except ImportError as error:  # pragma: no cover - installed together
         raise BadInput(f"the atomistic adapter is not installed ({error})") from None
 
@@ -178,8 +178,7 @@ def _audit_command(args) -> int:
     if not shards.leader:
         return 0
     write_report(report, output)
-    summary = markdown_summary(report)
-    print(summary.split("## Where the symmetry breaks")[0].rstrip())
+    print(terminal_summary(report))
     processes = f", {shards.size} processes" if shards.distributed else ""
     print(f"\nreport: {output / 'report.md'} (and report.json, figures{processes})")
     return 0

@@ -171,8 +171,8 @@ def test_report_files(planted, tmp_path):
     for out in saved["outputs"].values():
         assert {"equivariance_rmse", "noise_floor", "spectrum", "converged"} <= set(out)
         assert sum(out["spectrum"].values()) == pytest.approx(1.0, abs=1e-9)
-    text = (folder / "report.md").read_text()
-    assert "| energy (per atom) |" in text and "non_conservative_force" in text
+    text = (folder / "report.md").read_text(encoding="utf-8")
+    assert "| energy (eV/atom) |" in text and "| non_conservative_force (eV/Å) |" in text
     for figure in ("output_spectra.png", "errors.png", "convergence.png"):
         assert (folder / figure).stat().st_size > 5000
     assert not list(tmp_path.glob(".report.*"))  # no staging folder left behind

@@ -41,7 +41,7 @@ def test_audit_writes_the_report(files, tmp_path, capsys):
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| energy (per atom) |" in printed and "| forces |" in printed
+    assert "| energy (eV/atom) |" in printed and "| forces (eV/Å) |" in printed
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "errors.png"}
 
 
@@ -76,7 +76,7 @@ def bad_data(folder, kind):
         ("garbage-model", "could not be loaded"),
         ("empty", "could not be read|holds no structures"),
         ("garbage", "could not be read"),
-        ("types", r"atomic types \[26\]"),
+        ("types", r"atomic types Fe \(26\) that the model does not know \(it knows H \(1\), "),
         ("nan", "NaN"),
         ("unknown-output", r"unknown output\(s\) dipole"),
         ("unknown-grid", "unknown grid 'cubic'"),
