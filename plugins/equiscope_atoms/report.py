@@ -573,14 +573,19 @@ def _errors(plt, outputs: dict, names: list[str], folder: Path) -> None:
     plt.close(figure)
 
 
-def _distribution(plt, outputs: dict, names: list[str], folder: Path, noun: str) -> None:
+def _distribution(plt, outputs: dict, names: list[str], folder: Path, noun: str) -> dict:
+    """Draw the per-sample histogram; returns the counts drawn per output."""
     figure, axis = plt.subplots(figsize=(5.5, 3.6))
+    drawn = {}
     for name in names:
         values = outputs[name]["per_structure_equivariance"]
         if not values:
             continue
         shown, bins = histogram_bins(values)
-        axis.hist(shown, bins=bins, histtype="step", label=_label(name, outputs[name]))
+        counts, _, _ = axis.hist(
+            shown, bins=bins, histtype="step", label=_label(name, outputs[name])
+        )
+        drawn[name] = [int(c) for c in counts]
     axis.set_xscale("log")
     axis.set_xlabel(f"equivariance error per {noun.rstrip('s')} (RMS over entries)")
     axis.set_ylabel(noun)
@@ -589,6 +594,7 @@ def _distribution(plt, outputs: dict, names: list[str], folder: Path, noun: str)
     figure.tight_layout()
     figure.savefig(folder / "equivariance_distribution.png", dpi=110)
     plt.close(figure)
+    return drawn
 
 
 def _convergence(plt, outputs: dict, checked: list[str], folder: Path) -> None:
