@@ -646,7 +646,7 @@ def _layer_spectra(plt, layers: dict, folder: Path) -> None:
         heights = {k: [layers[p]["spectrum"].get(k, 0.0) for p in paths] for k in sectors}
         top = max((sum(h[i] for h in heights.values()) for i in range(len(paths))), default=0)
         visible = [k for k in sectors if top > 0 and max(heights[k]) >= 0.005 * top]
-        rest = [k for k in sectors if k not in visible]
+        rest = [k for k in sectors if k not in visible and max(heights[k]) > 0]
         bottom = [0.0] * len(paths)
         for sector in visible:
             axis.bar(range(len(paths)), heights[sector], bottom=bottom, label=f"({sector})")
@@ -658,7 +658,8 @@ def _layer_spectra(plt, layers: dict, folder: Path) -> None:
                 others,
                 bottom=bottom,
                 color="0.7",
-                label=f"{len(rest)} other sectors, each < 0.5 % of the bar",
+                label=f"{len(rest)} other sector{'s' if len(rest) > 1 else ''}, "
+                "each < 0.5 % of the tallest bar",
             )
         axis.set_xticks(range(len(paths)))
         axis.set_xticklabels([p.rsplit("_", 1)[0] for p in paths], rotation=30)

@@ -263,7 +263,8 @@ def test_layer_legend_lists_only_drawn_sectors(tmp_path):
     rp._layer_spectra(capture, layers, tmp_path)
     (axis,) = capture.figures[0].axes
     legend = [t.get_text() for t in axis.get_legend().get_texts()]
-    assert legend == ["(1,1)", "(2,1)", "2 other sectors, each < 0.5 % of the bar"]
+    # (4,1) holds nothing, (3,1) too little to see: one grey "other" segment
+    assert legend == ["(1,1)", "(2,1)", "1 other sector, each < 0.5 % of the tallest bar"]
 
 
 def test_convergence_figure_shows_the_change_and_the_criterion(tmp_path):
