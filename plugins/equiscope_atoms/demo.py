@@ -21,7 +21,7 @@ import equiscope as eq
 from .audit import audit
 from .data import read_structures
 from .models import load_model
-from .report import markdown_summary, write_report
+from .report import terminal_summary, write_report
 
 __all__ = ["generate_copper", "run_demo", "train_pet", "with_emt_labels"]
 
@@ -175,12 +175,12 @@ def run_demo(
 
 def summary(reports: dict, output: Path) -> str:
     """The text printed at the end of ``equiscope demo``."""
-    text = markdown_summary(reports["checkpoint"])
-    lines = [text.split("## Figures")[0].rstrip(), ""]
+    lines = [terminal_summary(reports["checkpoint"]), ""]
     export = reports["export"]["outputs"]
     lines.append("exported model (.pt), same audit:")
     for name, out in export.items():
-        lines.append(f"  {name}: equivariance RMSE {out['equivariance_rmse']:.3g}")
+        unit = out.get("unit") or "(units not declared)"
+        lines.append(f"  {name}: equivariance RMSE {out['equivariance_rmse']:.3g} {unit}")
     lines.append("")
     lines.append(f"reports: {output / 'audit-checkpoint'}/report.md, {output / 'audit-export'}")
     lines.append(f"done in {reports['seconds']:.0f} s")
