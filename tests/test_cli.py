@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from equiscope.cli import main
 
 
@@ -44,3 +46,24 @@ def test_demo_rejects_bad_options(tmp_path, capsys):
 
 def test_no_command_is_bad_input(capsys):
     assert main([]) == 2
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["audit"], ["report folder (default: equiscope-audit)", "(default: 32)", "(default: 1)"]),
+        (["demo"], ["output folder (default: equiscope-demo)", "(default: 48)"]),
+        (["grid"], ["seed for random grids (default: 0)"]),
+        (["jets", "audit"], ["audit the first N jets (default: 64)", "(default: 512)"]),
+        (["jets", "train"], ["epochs (default: 20)", "(default: 128)"]),
+        (["jets", "generate"], ["(default: 1)"]),
+    ],
+)
+def test_help_shows_defaults(command, shown, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # (help text wraps)
+    for item in shown:
+        assert item in text
+    assert "(default: None)" not in text and "(default: False)" not in text

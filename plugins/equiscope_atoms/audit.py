@@ -49,6 +49,8 @@ class MetatomicAdapter:
     are audited as structure totals."""
 
     words: ClassVar[dict] = {"sample": "structure", "samples": "structures"}
+    derived: ClassVar[dict] = {"forces": "energy", "stress": "energy"}
+    symmetrizable = True  # `equiscope symmetrize` wraps this kind of model
 
     def __init__(self, model: LoadedModel, *, batch_size: int = 32):
         if batch_size < 1:
@@ -130,16 +132,17 @@ class MetatomicAdapter:
         return _reference(sample, name)
 
     def unit(self, name: str) -> str:
-        model = self.model
-        energy = model.outputs.get("energy")
-        energy_unit = energy.unit if energy is not None else ""
-        length = model.length_unit or ""
-        if name == "forces":
-            return f"{energy_unit}/{length}" if energy_unit and length else ""
-        if name == "stress":
-            return f"{energy_unit}/{length}^3" if energy_unit and length else ""
-        declared = model.outputs.get(name.split("[")[0])
-        return declared.unit if declared is not None else ""
+        return self.model.output_unit(name)
+
+    def describe(self, sample: Structure) -> str:
+        """The chemical formula of the structure (e.g. ``"CH4O"``)."""
+        from ase.data import chemical_symbols
+        from ase.formula import Formula
+
+        types = sample.system.types.tolist()
+        if not all(0 < z < len(chemical_symbols) for z in types):
+            return f"{len(types)} atoms"
+        return Formula.from_list([chemical_symbols[z] for z in types]).format("hill")
 
     def _check_labels(self, structures, outputs) -> None:
         """Every label names an audited output and has as many values as the output has
@@ -202,11 +205,13 @@ def audit(
     """
     if not structures:
         raise AuditOptionError("no structures to audit")
-    if outputs is None and any(not s.periodic for s in structures):
-        first = next(s for s in structures if not s.periodic)
-        if "energy" in model.auditable_outputs() and any(s.periodic for s in structures):
+    leader = shards is None or shards.leader
+    if outputs is None and leader and "energy" in model.auditable_outputs():
+        first = next((s for s in structures if not s.periodic), None)
+        if first is not None:
             print(
-                f"note: stress is not audited: structure {first.index} is not periodic",
+                f"equiscope: stress is not audited: structure {first.index} of the data is "
+                "not periodic (stress needs every structure periodic with a cell)",
                 file=sys.stderr,
             )
     return run_audit(

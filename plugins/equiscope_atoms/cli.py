@@ -9,6 +9,7 @@ from pathlib import Path
 from equiscope.audit import AuditPlugin
 from equiscope.cli import (
     BadInput,
+    DefaultsHelpFormatter,
     audit_grid,
     output_folder,
     parse_labels,
@@ -28,7 +29,7 @@ def _audit(args) -> int:
 
     torch.set_num_threads(1)
     from equiscope import shards as sharding
-    from equiscope.report import markdown_summary, write_report
+    from equiscope.report import terminal_summary, write_report
 
     from . import DataError, ModelLoadError, audit, load_model, read_structures
     from .audit import AuditOptionError
@@ -86,8 +87,7 @@ def _audit(args) -> int:
     if not shards.leader:
         return 0
     write_report(report, output)
-    summary = markdown_summary(report)
-    print(summary.split("## Where the symmetry breaks")[0].rstrip())
+    print(terminal_summary(report))
     processes = f", {shards.size} processes" if shards.distributed else ""
     print(f"\nreport: {output / 'report.md'} (and report.json, figures{processes})")
     return 0
@@ -171,6 +171,7 @@ def add_commands(sub) -> None:
     """Add ``demo`` and ``symmetrize`` to the ``equiscope`` subparsers ``sub``."""
     demo = sub.add_parser(
         "demo",
+        formatter_class=DefaultsHelpFormatter,
         help="train a tiny PET on generated data and audit it (the quick start)",
         description="Generate copper cells with ASE's EMT, train a small PET with "
         "metatrain (mtt train), and audit its checkpoint (with per-layer spectra) and its "

@@ -89,7 +89,11 @@ def read_structures(
     import ase.io
     from metatomic.torch import systems_to_torch
 
+    from .models import type_names
+
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"data {path} is a directory; give a structure file (e.g. extxyz)")
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     try:
@@ -118,8 +122,8 @@ def read_structures(
             unknown = sorted(set(atoms.numbers.tolist()) - set(atomic_types))
             if unknown:
                 raise DataError(
-                    f"{where} has atomic types {unknown} that the model does not know "
-                    f"(it knows {sorted(atomic_types)})"
+                    f"{where} has atomic types {type_names(unknown)} that the model does not "
+                    f"know (it knows {type_names(sorted(atomic_types))})"
                 )
         energy, forces, stress = _labels(atoms)
         extra = {out: _label(atoms, key, where, out) for out, key in (labels or {}).items()}

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import equiscope as eq
-from equiscope.report import markdown_summary, write_report
+from equiscope.report import terminal_summary, write_report
 
 from .audit import audit
 from .data import read_structures
@@ -175,12 +175,12 @@ def run_demo(
 
 def summary(reports: dict, output: Path) -> str:
     """The text printed at the end of ``equiscope demo``."""
-    text = markdown_summary(reports["checkpoint"])
-    lines = [text.split("## Figures")[0].rstrip(), ""]
+    lines = [terminal_summary(reports["checkpoint"]), ""]
     export = reports["export"]["outputs"]
     lines.append("exported model (.pt), same audit:")
     for name, out in export.items():
-        lines.append(f"  {name}: equivariance RMSE {out['equivariance_rmse']:.3g}")
+        unit = out.get("unit") or "(units not declared)"
+        lines.append(f"  {name}: equivariance RMSE {out['equivariance_rmse']:.3g} {unit}")
     lines.append("")
     lines.append(f"reports: {output / 'audit-checkpoint'}/report.md, {output / 'audit-export'}")
     lines.append(f"done in {reports['seconds']:.0f} s")

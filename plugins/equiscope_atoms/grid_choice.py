@@ -10,6 +10,7 @@ out all of them wins; inversion is added when the model has parity-odd content.
 from __future__ import annotations
 
 import equiscope as eq
+from equiscope.grids import cheapest_grid
 
 from .models import LoadedModel
 from .orbit import evaluate_orbit
@@ -37,19 +38,3 @@ def breaking_lambdas(
     degrees = {lam for (lam, _), v in norms.items() if lam >= 1 and v / total > tolerance}
     odd = norms.get((0, -1), 0.0) / total > tolerance
     return degrees, odd
-
-
-def cheapest_grid(degrees: set[int], *, inversion: bool = True) -> eq.Grid | None:
-    """The smallest grid averaging out every degree in ``degrees`` exactly (``None``
-    when there is nothing to remove)."""
-    if not degrees:
-        return None
-    candidates = [
-        eq.grid(name, inversion=inversion) for name in ("tetrahedral", "octahedral", "icosahedral")
-    ]
-    top = max(degrees, default=1)
-    candidates += [eq.grid("lebedev", degree=d, inversion=inversion) for d in range(top, top + 3)]
-    fitting = [g for g in candidates if set(degrees) <= set(g.averages_out)]
-    if not fitting:
-        raise ValueError(f"no grid averages out lambda = {sorted(degrees)}")
-    return min(fitting, key=lambda g: g.size)

@@ -8,19 +8,39 @@ the hidden layers whose features can be captured.
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings
 from pathlib import Path
 
 import torch
 from metatomic.torch import ModelEvaluationOptions, ModelOutput
 
-__all__ = ["LoadedModel", "ModelLoadError", "load_model", "wrap_model"]
+__all__ = ["LoadedModel", "ModelLoadError", "load_model", "pretty_unit", "type_names", "wrap_model"]
 
 _SKIPPED_PREFIXES = ("mtt::aux::", "mtt::feature::", "feature", "o3::")  # "feature(s)"
 
 
 class ModelLoadError(ValueError):
     """The model file is missing, unreadable or not a metatomic/metatrain model."""
+
+
+_ANGSTROM = re.compile(r"(?<![A-Za-z])(?:[Aa]ngstroms?|ANGSTROMS?|A)(?![A-Za-z])")
+
+
+def pretty_unit(unit: str) -> str:
+    """``unit`` as a person reads it: angstrom (``"Angstrom"``, ``"A"``) as ``Å``."""
+    return _ANGSTROM.sub("Å", unit or "").strip()
+
+
+def type_names(types) -> str:
+    """Atomic types as element symbols with their numbers, e.g. ``"Zn (30), Cu (29)"``
+    (a number that is no element stays a number)."""
+    from ase.data import chemical_symbols
+
+    return ", ".join(
+        f"{chemical_symbols[z]} ({z})" if 0 < z < len(chemical_symbols) else str(z)
+        for z in (int(t) for t in types)
+    )
 
 
 @dataclasses.dataclass
@@ -54,6 +74,21 @@ class LoadedModel:
             raise ModelLoadError(f"device '{device}' cannot be used: {message}") from None
         self.device = device
         return self
+
+    def output_unit(self, name: str) -> str:
+        """The declared unit of output ``name`` (``""`` when the model declares none);
+        ``forces`` and ``stress``, derived from the energy, in energy / length and
+        energy / length^3."""
+        if name in ("forces", "stress"):
+            energy = self.outputs.get("energy")
+            unit = pretty_unit(energy.unit if energy is not None else "")
+            if not unit:
+                return ""
+            unit = f"({unit})" if "/" in unit else unit
+            length = pretty_unit(self.length_unit) or "Å"
+            return f"{unit}/{length}" if name == "forces" else f"{unit}/{length}^3"
+        declared = self.outputs.get(name.split("[")[0])
+        return pretty_unit(declared.unit) if declared is not None else ""
 
     def requested_neighbor_lists(self):
         return self.module.requested_neighbor_lists()
@@ -117,8 +152,8 @@ class LoadedModel:
         unknown = torch.unique(types[~torch.isin(types, known)])
         if len(unknown) > 0:
             raise ValueError(
-                f"atomic types {unknown.tolist()} are not known to the model "
-                f"(it knows {sorted(self.atomic_types)})"
+                f"atomic types {type_names(unknown.tolist())} are not known to the model "
+                f"(it knows {type_names(sorted(self.atomic_types))})"
             )
 
     def auditable_outputs(self) -> list[str]:
@@ -169,6 +204,10 @@ def wrap_model(module, *, source: str = "<in memory>") -> LoadedModel:
 def load_model(path: str | Path) -> LoadedModel:
     """Load ``path`` (``.pt`` exported model or ``.ckpt`` metatrain checkpoint)."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelLoadError(
+            f"model {path} is a directory; give the model file (.pt or .ckpt) inside it"
+        )
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist")
     try:

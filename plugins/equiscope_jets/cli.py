@@ -19,8 +19,11 @@ __all__ = ["AUDIT", "add_parser", "audit_jet_model", "run"]
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``jets`` (with its actions) to ``subparsers``; returns the ``jets`` parser."""
+    from equiscope.cli import DefaultsHelpFormatter
+
     jets = subparsers.add_parser(
         "jets",
+        formatter_class=DefaultsHelpFormatter,
         help="jet tagging: generate top and QCD jets, train and audit taggers",
         description="Particle-physics jets: generate boosted top and QCD jet samples "
         "(Pythia 8 + FastJet, top-tagging landscape recipe at particle level), train a "
@@ -29,6 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     actions = jets.add_subparsers(dest="jets_command", metavar="ACTION")
     generate = actions.add_parser(
         "generate",
+        formatter_class=DefaultsHelpFormatter,
         help="generate top or QCD jets into an npz file",
         description="Generate jets with Pythia 8 at 14 TeV (pTHat 500-700 GeV, no MPI), "
         "cluster visible final-state particles with anti-kT R=0.8, keep jets with "
@@ -125,10 +129,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _add_train_parser(actions) -> None:
+    from equiscope.cli import DefaultsHelpFormatter
+
     from .train import AUGMENTATIONS
 
     train = actions.add_parser(
         "train",
+        formatter_class=DefaultsHelpFormatter,
         help="train a tagger on top and QCD jet files",
         description="Train a tagger on the jets of --top and --qcd (split into training, "
         "validation and test sets), with random augmentation over a group, validation "
@@ -244,11 +251,14 @@ _DEFAULT_AUDIT_JETS = 64
 
 
 def _add_audit_parser(actions) -> None:
+    from equiscope.cli import DefaultsHelpFormatter
+
     from .audit import DEFAULT_GROUPS
     from .heads import HEAD_MODES
 
     audit = actions.add_parser(
         "audit",
+        formatter_class=DefaultsHelpFormatter,
         help="audit a trained tagger's symmetries per subgroup",
         description="Evaluate a tagger checkpoint (from 'equiscope jets train') on the orbits "
         "of jets under each group and write DIR/report.json, DIR/report.md, PNG figures "
@@ -431,8 +441,11 @@ def _head_grid(args: argparse.Namespace):
 
 
 def _add_export_parser(actions) -> None:
+    from equiscope.cli import DefaultsHelpFormatter
+
     export = actions.add_parser(
         "export",
+        formatter_class=DefaultsHelpFormatter,
         help="export a trained tagger, alone or behind a head, as a torch.export program",
         description="Write a tagger checkpoint (from 'equiscope jets train'), alone or behind "
         "a symmetrised head, as one torch.export program (.pt2) mapping momenta [jets, C, 4] "

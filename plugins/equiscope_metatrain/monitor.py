@@ -65,6 +65,7 @@ class SymmetryMonitor:
                 self.structures.append(Structure(system=system, index=len(self.structures)))
         self.path = Path(folder) / "symmetry_monitor.csv"
         self.rows: list[dict] = []
+        self.units: dict[str, str] = {}  # declared unit of each target, "" if none
 
     def due(self, epoch: int) -> bool:
         return bool(self.structures) and (
@@ -99,6 +100,7 @@ class SymmetryMonitor:
         row = {"epoch": epoch, "seconds": time.perf_counter() - start}
         for name, summary in report["outputs"].items():
             row[f"A:{name}"] = summary["equivariance_rmse"]
+            self.units[name] = summary.get("unit", "")
         for path, layer in report["layers"].items():
             row[f"non_invariant:{path}"] = 1.0 - layer["spectrum"].get(INVARIANT, 0.0)
         self.rows.append(row)
@@ -143,15 +145,27 @@ class SymmetryMonitor:
         for key in self.rows[-1]:
             values = [row.get(key, float("nan")) for row in self.rows]
             if key.startswith("A:"):
-                left.plot(epochs, values, marker="o", label=key[2:])
+                unit = self.units.get(key[2:]) or "units not declared"
+                left.plot(epochs, values, marker="o", label=f"{key[2:]} ({unit})")
             elif key.startswith("non_invariant:"):
                 right.plot(epochs, values, marker="o", label=key.split(":", 1)[1])
-        left.set(xlabel="epoch", ylabel="equivariance RMSE", yscale="log", title="outputs")
-        right.set(xlabel="epoch", ylabel="1 - B(0,+1)", yscale="log", title="hidden features")
+        left.set(
+            xlabel="epoch",
+            ylabel="equivariance RMSE (unit in the legend)",
+            yscale="log",
+            title="outputs",
+        )
+        right.set(
+            xlabel="epoch",
+            ylabel="1 - B(0,+1): share of |feature|^2\noutside the invariant sector",
+            yscale="log",
+            title="hidden features",
+        )
         for axis in (left, right):
             if axis.lines:
                 axis.legend(fontsize=7)
         figure.tight_layout()
         figure.savefig(path, dpi=110)
         plt.close(figure)
+        LOGGER.info("symmetry monitor: figure written to %s (numbers in %s)", path, self.path)
         return path

@@ -17,6 +17,26 @@ class BadInput(Exception):
     """Raised for user errors: reported in one line, exit code 2."""
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Shows ``(default: X)`` after every option whose help does not already state its
+    default (options without a default, and flags, show none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or "default" in text
+            or action.default is None
+            or action.default is False
+            or action.default is argparse.SUPPRESS
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+ATOM_GRIDS = ("auto", "lebedev", "tetrahedral", "octahedral", "icosahedral", "random")
+
+
 def require_at_least(*checks: tuple[str, int, int]) -> None:
     """``(option, value, minimum)`` triples: a one-line ``BadInput`` for the first
     value below its minimum."""
@@ -67,6 +87,11 @@ def audit_grid(args):
 
     if args.grid == "auto":
         return None
+    if args.grid not in ATOM_GRIDS:
+        raise BadInput(
+            f"--grid: unknown grid '{args.grid}' for atomistic models; expected one of "
+            + ", ".join(ATOM_GRIDS)
+        )
     try:
         return grid(
             args.grid,
@@ -134,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser(
         "audit",
+        formatter_class=DefaultsHelpFormatter,
         help="audit a model's symmetry on a data set and write a report",
         description="Evaluate MODEL (exported metatomic .pt, metatrain .ckpt, a jet tagger, "
         "or MODULE:FACTORY returning an ASE calculator) on the O(3) orbit of every "
@@ -217,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     grid = sub.add_parser(
         "grid",
+        formatter_class=DefaultsHelpFormatter,
         help="show a quadrature grid and its computed exactness",
         description="Build a grid and print its size and the exactness computed from "
         "its representation matrices.",

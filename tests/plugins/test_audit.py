@@ -171,8 +171,8 @@ def test_report_files(planted, tmp_path):
     for out in saved["outputs"].values():
         assert {"equivariance_rmse", "noise_floor", "spectrum", "converged"} <= set(out)
         assert sum(out["spectrum"].values()) == pytest.approx(1.0, abs=1e-9)
-    text = (folder / "report.md").read_text()
-    assert "| energy (per atom) |" in text and "non_conservative_force" in text
+    text = (folder / "report.md").read_text(encoding="utf-8")
+    assert "| energy (eV/atom) |" in text and "| non_conservative_force (eV/Å) |" in text
     for figure in ("output_spectra.png", "errors.png", "convergence.png"):
         assert (folder / figure).stat().st_size > 5000
     assert not list(tmp_path.glob(".report.*"))  # no staging folder left behind
@@ -282,3 +282,86 @@ def test_labels_are_read_in_metatensor_layout():
     # one property (energies, forces, stress as read): only a reshape
     stress = torch.arange(9, dtype=torch.float64).reshape(3, 3)
     assert torch.equal(label_layout(stress, (1, 1, 3, 3)), stress.reshape(1, 1, 3, 3))
+
+
+def test_report_has_units_names_and_says_why_stress_is_left_out(planted, capsys):
+    model_path, data, _ = planted
+    model = load_model(model_path)
+    structures = read_structures(data, atomic_types=model.atomic_types)
+    grid = eq.grid("octahedral", inversion=True)
+    report = audit(model, structures, grid=grid, convergence_structures=0, progress=False)
+    line = capsys.readouterr().err.strip()
+    assert line == (
+        "equiscope: stress is not audited: structure 0 of the data is not periodic "
+        "(stress needs every structure periodic with a cell)"
+    )
+    units = {name: out["unit"] for name, out in report["outputs"].items()}
+    # declared: energy "eV", non_conservative_force "eV/Angstrom", length "Angstrom"
+    assert units == {"energy": "eV/atom", "non_conservative_force": "eV/Å", "forces": "eV/Å"}
+    assert report["outputs"]["forces"]["derived_from"] == "energy"
+    assert report["per_structure"] == {"index": [0], "formula": ["CH2O"], "atoms": [4]}
+    # asked for explicitly, nothing is said
+    audit(model, structures, grid=grid, outputs=["energy"], progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_undeclared_units_are_said(copper, tmp_path):
+    path = export(
+        PairPotential(), tmp_path / "bare.pt", outputs={"energy": ModelOutput(sample_kind="atom")}
+    )
+    model = load_model(path)
+    structures = read_structures(copper, atomic_types=model.atomic_types)
+    report = audit(
+        model, structures, grid=eq.grid("octahedral"), convergence_structures=0, progress=False
+    )
+    assert {out["unit"] for out in report["outputs"].values()} == {""}
+    text = markdown_summary(report)
+    assert "| energy (per atom; units not declared) |" in text
+    assert "| stress (units not declared) |" in text
+
+
+def test_the_advised_head_removes_the_breaking(planted):
+    """Known answer: the planted energy breaks in lambda = 2, its bias-carrying vector
+    output in lambda = 1 (a constant in the direct frame): the advice is the
+    tetrahedral group (removes 1, 2, 5; 12 rotations), for the forces too (derived
+    from the energy), and the model behind that head is no longer broken."""
+    from equiscope.report import advice, annotated
+    from equiscope_atoms import wrap_model
+    from equiscope_atoms.heads import symmetrize_model
+
+    model_path, data, _ = planted
+    model = load_model(model_path)
+    structures = read_structures(data, atomic_types=model.atomic_types)
+    grid = eq.grid("lebedev", degree=6, inversion=True)
+    options = dict(grid=grid, convergence_structures=0, progress=False)
+    report = audit(model, structures, **options)
+    command = (
+        f"`equiscope symmetrize {model_path} -o {model_path.with_name('planted-sym.pt')} "
+        "--grid tetrahedral`"
+    )
+    for name in ("energy", "non_conservative_force", "forces"):
+        assert annotated(report)["outputs"][name]["verdict"] == "symmetry broken"
+        line = advice(report, name)
+        assert line.endswith(command) and "at 12 evaluations per call" in line, line
+    head = symmetrize_model(model.module, grid=eq.grid("tetrahedral"), inversion=False)
+    fixed = annotated(audit(wrap_model(head), structures, **options))
+    for name, out in fixed["outputs"].items():
+        assert out["verdict"] != "symmetry broken", (name, out["verdict_ratio"])
+        assert out["equivariance_rmse"] < 1e-12
+
+
+def test_units_and_types_read_as_a_person_writes_them(tmp_path):
+    from equiscope_atoms.models import pretty_unit, type_names
+
+    assert pretty_unit("eV/Angstrom") == "eV/Å" and pretty_unit("eV/A^3") == "eV/Å^3"
+    assert pretty_unit("angstrom") == "Å" and pretty_unit("kcal/mol") == "kcal/mol"
+    assert pretty_unit("") == ""
+    assert type_names([30, 1]) == "Zn (30), H (1)"
+    assert type_names([0, 500]) == "0, 500"  # not elements: numbers stay
+    model = load_model(export(PairPotential(), tmp_path / "lj.pt"))
+    with pytest.raises(ValueError, match=r"atomic types Zn \(30\) are not known"):
+        model.check_types(torch.tensor([29, 30], dtype=torch.int32))
+    model.outputs["energy"] = ModelOutput(unit="kcal/mol", sample_kind="system")
+    model.length_unit = "Angstrom"
+    assert model.output_unit("forces") == "(kcal/mol)/Å"
+    assert model.output_unit("stress") == "(kcal/mol)/Å^3"

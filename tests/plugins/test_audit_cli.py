@@ -41,7 +41,7 @@ def test_audit_writes_the_report(files, tmp_path, capsys):
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| energy (per atom) |" in printed and "| forces |" in printed
+    assert "| energy (eV/atom) |" in printed and "| forces (eV/Å) |" in printed
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "errors.png"}
 
 
@@ -73,13 +73,20 @@ def bad_data(folder, kind):
     ("case", "message"),
     [
         ("missing-model", "does not exist"),
+        ("dir-model", r"model .*folder is a directory; give the model file \(.pt or .ckpt\)"),
+        ("dir-data", r"data .*folder is a directory; give a structure file"),
         ("garbage-model", "could not be loaded"),
         ("empty", "could not be read|holds no structures"),
         ("garbage", "could not be read"),
-        ("types", r"atomic types \[26\]"),
+        ("types", r"atomic types Fe \(26\) that the model does not know \(it knows H \(1\), "),
         ("nan", "NaN"),
         ("unknown-output", r"unknown output\(s\) dipole"),
         ("unknown-grid", "unknown grid 'cubic'"),
+        (
+            "axial-grid",
+            "--grid: unknown grid 'so2' for atomistic models; expected one of auto, lebedev, "
+            "tetrahedral, octahedral, icosahedral, random$",
+        ),
         ("bad-layer", r"unknown layer\(s\) gnn_layers.9_node"),
         ("bad-device", "device 'tpu9' cannot be used"),
         ("labels-format", "--labels: expected OUTPUT=KEY, got 'energy'"),
@@ -94,6 +101,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, case, 
     extra = []
     if case == "missing-model":
         model = folder / "nope.pt"
+    elif case in ("dir-model", "dir-data"):
+        (tmp_path / "folder").mkdir()
+        model, data = (
+            (tmp_path / "folder", data) if case == "dir-model" else (model, tmp_path / "folder")
+        )
     elif case == "garbage-model":
         model = tmp_path / "garbage.pt"
         model.write_bytes(b"not a model at all")
@@ -103,6 +115,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, case, 
         extra = ["--outputs", "energy,dipole"]
     elif case == "unknown-grid":
         extra = ["--grid", "cubic"]
+    elif case == "axial-grid":
+        extra = ["--grid", "so2"]
     elif case == "bad-layer":
         extra = ["--layers", "gnn_layers.9_node"]
     elif case == "bad-device":
@@ -114,7 +128,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, case, 
             "label-unaudited": ["--labels", "dipole=energy"],
             "label-size": ["--labels", "energy=forces"],  # 8 atoms x 3 for one energy
         }[case]
-    code, stderr = run_cli("audit", model, data, "-o", out, "--grid", "octahedral", *extra)
+    grid = [] if case == "axial-grid" else ["--grid", "octahedral"]
+    code, stderr = run_cli("audit", model, data, "-o", out, *grid, *extra)
     assert code == 2, stderr
     assert len(stderr.splitlines()) == 1, stderr
     assert re.search(message, stderr), stderr

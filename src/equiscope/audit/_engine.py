@@ -32,9 +32,20 @@ CONVERGENCE_RTOL = 0.01
 (relative) on the next finer grid."""
 
 
-def _relative(a: float, b: float) -> float:
-    scale = max(abs(a), abs(b))
+def _relative(a: float, b: float, floor: float = 0.0) -> float:
+    scale = max(abs(a), abs(b), floor)
     return abs(a - b) / scale if scale > 0 else 0.0
+
+
+def _described(adapter, indexed) -> dict:
+    """``{index, formula, atoms}`` lists in sample order (``describe(sample)`` of the
+    adapter gives the formula; the index in the data and the size otherwise)."""
+    describe = getattr(adapter, "describe", None)
+    return {
+        "index": [index for index, _ in indexed],
+        "formula": [describe(s) if describe else "" for _, s in indexed],
+        "atoms": [adapter.size(s) for _, s in indexed],
+    }
 
 
 def _add_layer(layer_norms, layer_residual, path, sectors, residual, total) -> None:
@@ -207,11 +218,15 @@ def run_audit(
     report_outputs = {}
     for name, st in stats.items():
         summary = st.summary(grid, adapter.dtype)
-        summary["unit"] = adapter.unit(name)
+        unit = adapter.unit(name)
+        summary["unit"] = f"{unit}/atom" if unit and summary["per_atom"] else unit
+        if name in getattr(adapter, "derived", {}):
+            summary["derived_from"] = adapter.derived[name]
         summary["converged"] = None
         if history:
             grid_a, grid_b, values_a, values_b = history[-1]
-            change = _relative(values_a[name], values_b[name])
+            # below the noise floor both grids measure round-off: that counts as converged
+            change = _relative(values_a[name], values_b[name], 10 * summary["noise_floor"])
             summary["converged"] = change <= CONVERGENCE_RTOL
             summary["convergence"] = {
                 "grids": [grid_a.to_dict(), grid_b.to_dict()],
@@ -231,9 +246,11 @@ def run_audit(
     return {
         "model": adapter.source,
         "model_dtype": str(adapter.dtype).replace("torch.", ""),
-        "words": dict(adapter.words),
         "structures": len(samples),
+        "sample_noun": adapter.words.get("samples", "samples"),
         "atoms": sum(adapter.size(s) for s in samples),
+        "per_structure": _described(adapter, indexed),
+        "symmetrizable": bool(getattr(adapter, "symmetrizable", False)),
         "grid": grid.to_dict(),
         "max_lambda": max_lambda,
         "outputs": report_outputs,

@@ -69,3 +69,27 @@ def test_per_structure_targets_are_monitored_as_totals(model, tmp_path):
     # a per-atom target stays per atom
     assert row["A:mtt::field"] == pytest.approx(per_atom["mtt::field"]["equivariance_rmse"])
     assert row["A:mtt::dipole"] > 1e-6  # an untrained PET: far from equivariant
+
+
+def test_the_figure_has_units_and_its_path_is_logged(model, tmp_path, caplog, monkeypatch):
+    import logging
+
+    import matplotlib.pyplot as plt
+
+    system = systems_to_torch(ase.build.molecule("CH3OH"), dtype=torch.float64)
+    system = get_system_with_neighbor_lists(system, model.requested_neighbor_lists())
+    hypers = dict(get_default_hypers("experimental.equiscope")["training"]["monitor"])
+    hypers.update(interval=1, structures=1, grid="tetrahedral", layers=True)
+    monitor = SymmetryMonitor(hypers, [[{"system": system}]], ["mtt::field"], tmp_path, 0)
+    monitor.measure(model, 0)
+    assert monitor.units == {"mtt::field": ""}  # the fixture's targets declare no unit
+    monitor.units["mtt::field"] = "V/Å"
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    with caplog.at_level(logging.INFO, logger="equiscope_metatrain.monitor"):
+        path = monitor.plot()
+    assert f"symmetry monitor: figure written to {path}" in caplog.text
+    left, right = figures[0].axes
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["mtt::field (V/Å)"]
+    assert "unit" in left.get_ylabel() and "invariant sector" in right.get_ylabel()
+    assert path.stat().st_size > 5000
