@@ -116,7 +116,10 @@ def _audit_command(args) -> int:
             return plugin.command(args)
     path = Path(args.model)
     if path.is_dir():
-        raise BadInput(f"MODEL {args.model} is a folder; expected a model file or MODULE:FACTORY")
+        raise BadInput(
+            f"model {args.model} is a directory; give the model file (.pt or .ckpt) "
+            "or MODULE:FACTORY"
+        )
     if not path.exists() and ":" not in args.model:
         raise BadInput(f"model file {args.model} does not exist")
     readers = "; ".join(p.describes for p in plugins if p.describes) or "none installed"
