@@ -190,6 +190,9 @@ def _group_report(report: dict, name: str) -> dict:
     group = report["groups"][name]
     return {
         **{k: report[k] for k in ("model", "model_dtype", "structures", "atoms")},
+        "sample_noun": "jets",
+        "size_noun": "constituents",
+        "degree_name": "degree",
         "grid": group["grid"],
         "max_lambda": group["max_lambda"],
         "outputs": group["outputs"],
@@ -199,7 +202,7 @@ def _group_report(report: dict, name: str) -> dict:
 
 def write_jet_report(report: dict, output: str | Path) -> Path:
     """Write the report into ``output`` (staged in a temporary folder, then moved)."""
-    from equiscope.report import markdown_summary, write_report
+    from equiscope.report import write_report
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -211,9 +214,6 @@ def write_jet_report(report: dict, output: str | Path) -> Path:
         for name in report["groups"]:
             sub = _group_report(report, name)
             write_report(sub, staging / name)
-            text = markdown_summary(sub).replace(" structures, ", " jets, ")
-            text = text.replace(" atoms\n", " constituents\n").replace("lambda =", "degree =")
-            (staging / name / "report.md").write_text(text)
         output.mkdir(exist_ok=True)
         for item in staging.iterdir():
             target = output / item.name

@@ -301,6 +301,16 @@ def _noun(report: dict) -> str:
     return report.get("sample_noun", "structures")
 
 
+def _size_noun(report: dict) -> str:
+    """What a sample is made of: ``"atoms"``, or e.g. ``"constituents"`` for jets."""
+    return report.get("size_noun", "atoms")
+
+
+def _degree(report: dict) -> str:
+    """The name of the irreps' degree: ``"lambda"`` (O(3)) or e.g. ``"degree"``."""
+    return report.get("degree_name", "lambda")
+
+
 def _structure_table(report: dict) -> list[str]:
     outputs = report["outputs"]
     names = [n for n in outputs if outputs[n].get("per_structure_equivariance")]
@@ -360,7 +370,7 @@ def _advice_lines(report: dict) -> list[str]:
     unconverged = [n for n in broken if outputs[n]["converged"] is False]
     lines += [
         "",
-        f"Sectors are those resolved up to lambda = {report['max_lambda']}"
+        f"Sectors are those resolved up to {_degree(report)} = {report['max_lambda']}"
         + (
             f"; the grid has not converged for {', '.join(unconverged)}: audit on a finer "
             "grid before trusting them"
@@ -399,10 +409,11 @@ def markdown_summary(report: dict) -> str:
         "# equiscope audit",
         "",
         f"- model: `{report['model']}` ({report['model_dtype']})",
-        f"- data: {report['structures']} {_noun(report)}, {report['atoms']} atoms",
+        f"- data: {report['structures']} {_noun(report)}, {report['atoms']} "
+        f"{_size_noun(report)}",
         f"- grid: {grid['name']} on {grid['group']}, {grid['size']} elements, products "
-        f"exact to lambda = {grid['exact_degree']}; spectra up to lambda = "
-        f"{report['max_lambda']}",
+        f"exact to {_degree(report)} = {grid['exact_degree']}; spectra up to "
+        f"{_degree(report)} = {report['max_lambda']}",
         "",
         "## Outputs",
         "",
