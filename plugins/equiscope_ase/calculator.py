@@ -42,7 +42,6 @@ __all__ = ["EquiscopeCalculator"]
 
 _ASE_MODES = ("average", "random", "random-group")
 _AVERAGED = ("energy", "free_energy", "energies", "forces", "stress", "stresses")
-_ENERGY_LIKE = ("energy", "free_energy", "forces", "stress")
 
 
 def _is_ase_calculator(base) -> bool:
@@ -211,28 +210,35 @@ class EquiscopeCalculator(Calculator):
                     f"'{wanted}' requested from {self._base_label()} for a structure "
                     f"without a 3D cell (cell rank {atoms.cell.rank}): no lattice, no stress"
                 )
-        wanted = [p for p in properties if p in _AVERAGED]
-        if any(p in _ENERGY_LIKE for p in wanted):  # energy, forces and stress together
-            wanted += ["energy", "forces"]
-            if lattice and all(atoms.pbc):
-                wanted.append("stress")
+        # energy, forces and stress at every call (as metatomic-ase does), so that
+        # ASE's successive requests of one step are served from one evaluation
+        wanted = [p for p in properties if p in _AVERAGED] + ["energy", "forces"]
+        if lattice and all(atoms.pbc):
+            wanted.append("stress")
         if system_changes:
             self._frame = self._counter
             self._counter += 1
         else:  # same structure, more properties: same frame, previous ones kept
             wanted += self._computed
         wanted = [p for p in _AVERAGED if p in wanted and p in self.implemented_properties]
-        missing = [p for p in properties if p in _AVERAGED and p not in wanted]
-        if missing:
+        missing = [p for p in properties if p not in wanted]
+        if missing or not wanted:
+            name = missing[0] if missing else "energy"
             raise PropertyNotImplementedError(
-                f"'{missing[0]}' requested from {self._base_label()}, which does not provide it"
+                f"'{name}' requested from {self._base_label()}, which does not provide it"
             )
         rotations, weights = self._elements()
         per_copy: dict[str, list] = {name: [] for name in wanted}
         for rotation in rotations:
             copy = transformed_atoms(atoms, rotation)
-            for name in wanted:
-                per_copy[name].append(self.base.get_property(name, copy))
+            # one calculation per copy: the first property runs the base calculator,
+            # which usually computes the others with it (read from its results)
+            per_copy[wanted[0]].append(self.base.get_property(wanted[0], copy))
+            for name in wanted[1:]:
+                value = self.base.results.get(name)
+                if value is None:
+                    value = self.base.get_property(name, copy)
+                per_copy[name].append(np.array(value, dtype=np.float64, copy=True))
         self.results = orbit_average(per_copy, rotations, weights, spread=self.diagnostics)
         self._computed = wanted
 
