@@ -239,6 +239,8 @@ class HeadCalculator(MetatomicCalculator):
             for name in ("energy", "energies", "forces", "stress")
             if name in raw and name in self.results
         }
+        if "stress" in per_copy:  # ASE's stress is the symmetric part (Voigt)
+            per_copy["stress"] = [0.5 * (s + s.T) for s in per_copy["stress"]]
         if "stresses" in self.results:
             per_copy["stresses"] = [
                 per_atom_stresses(

@@ -18,6 +18,8 @@ average is a projection. One base evaluation; a post-processing of its results.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ._averaging import voigt
@@ -50,7 +52,9 @@ def space_group_operations(atoms, symprec: float = 1e-5) -> tuple[np.ndarray, np
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
     fractions = _wrapped(atoms.get_scaled_positions(wrap=False))
     numbers = np.asarray(atoms.numbers)
-    found = spglib.get_symmetry((cell, fractions, numbers), symprec=symprec)
+    with warnings.catch_warnings():  # spglib 2.x's notice about its error handling
+        warnings.simplefilter("ignore", DeprecationWarning)
+        found = spglib.get_symmetry((cell, fractions, numbers), symprec=symprec)
     if found is None:
         raise SpaceGroupError(f"spglib found no symmetry operations (symprec {symprec})")
     w = np.asarray(found["rotations"], dtype=np.float64)
