@@ -81,7 +81,7 @@ def test_a_symmetrised_file_is_refused_with_the_fix(eam_path, tmp_path, capsys):
     assert "mode average, 48 evaluations per call" in capsys.readouterr().out
     loaded = load_atomistic_model(str(head))
     assert "grid octahedral (O(3)), 48 evaluations" in loaded.metadata().extra["equiscope::head"]
-    with pytest.raises(ValueError, match="already a symmetrised head .*metatomic_ase.MetatomicCalculator"):
+    with pytest.raises(ValueError, match=r"already a symmetrised head .*MetatomicCalculator"):
         EquiscopeCalculator(head)
     with pytest.raises(ValueError, match="already a symmetrised head"):
         EquiscopeCalculator(loaded)
