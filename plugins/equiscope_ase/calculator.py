@@ -1,218 +1,265 @@
-"""``EquiscopeCalculator``: metatomic-ase's calculator on a symmetrised head.
+"""``EquiscopeCalculator``: a symmetrised ASE calculator around a metatomic model or
+around any ASE calculator.
 
-The head (see :mod:`equiscope_atoms.heads`) is built once and runs inside
-metatomic-ase's own ``MetatomicCalculator``, so energies, forces and stress come from
-one backward pass exactly as for the raw model, and everything that works with it
-(``ase.md``, ``ase.optimize`` with cell filters, ``ase.phonons``) works here.
+- **Any ASE calculator** (EMT, MACE, Orb, a metatomic-ase calculator, ...): every
+  call evaluates the base calculator on the transformed copies ``g_i x`` (one call
+  per copy; a calculator has no batch, right-handed cells for improper elements)
+  and averages energy, forces, stress (and per-atom ``energies`` / ``stresses`` when
+  asked and the base provides them) after back-transforming them: energies are
+  invariant, forces come back as ``F R``, stress as ``R^T S R``. This path imports
+  ASE, numpy and torch only, never metatensor or metatomic.
+- **A metatomic model** (an exported ``.pt`` path or an ``AtomisticModel``): the
+  model runs behind a symmetrised head inside metatomic-ase's ``MetatomicCalculator``
+  (one batched forward and backward per call; see :mod:`equiscope_ase._metatomic`,
+  imported only then).
+
+Both paths give the same diagnostics (``<name>_rot_std``) and the same optional
+averaging over the structure's own space group (``space_group=True``).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
-from ase.calculators.calculator import PropertyNotImplementedError
-from metatomic.torch import AtomisticModel, ModelOutput, load_atomistic_model
-from metatomic_ase import MetatomicCalculator
+from ase.calculators.calculator import (
+    BaseCalculator,
+    Calculator,
+    PropertyNotImplementedError,
+    all_changes,
+)
 
 import equiscope as eq
-from equiscope_atoms.heads import HEAD_MODES, symmetrize_model
+from equiscope.groups.frames import random_element
+from equiscope.heads import DEFAULT_GRID, DEFAULT_INVERSION, DEFAULT_MAX_LAMBDA, DEFAULT_MODE
 
-from .stresses import NotDecomposable, per_atom_stresses
+from ._averaging import orbit_average
+from ._spacegroup import SpaceGroupError, space_group_average, space_group_operations
+from ._transform import transformed_atoms
 
 __all__ = ["EquiscopeCalculator"]
 
-_ENERGY_VARIANCE = "equiscope::variance::energy"
-# what autograd says when no gradient reaches the positions / strain: backward() on an
-# energy without graph, or a None gradient that metatomic-ase then negates or divides
-_NO_GRADIENT = ("does not require grad", "unary -: 'NoneType'", "for /: 'NoneType'")
+_ASE_MODES = ("average", "random", "random-group")
+_AVERAGED = ("energy", "free_energy", "energies", "forces", "stress", "stresses")
 
 
-def _load(model) -> AtomisticModel:
-    if isinstance(model, AtomisticModel):
-        return model
-    path = Path(model)
-    if not path.is_file():
-        raise ValueError(f"model file {path} does not exist")
-    return load_atomistic_model(str(path))
+def _is_ase_calculator(base) -> bool:
+    if isinstance(base, str | Path):
+        return False
+    if isinstance(base, BaseCalculator):
+        return True
+    return callable(getattr(base, "get_property", None)) and hasattr(base, "results")
 
 
-def _auto(model, probe, tolerance, inversion):
-    """Choose the grid of mode 'auto' from the energy spectrum on ``probe``."""
-    from metatomic.torch import systems_to_torch
-
-    from equiscope_atoms import wrap_model
-    from equiscope_atoms.grid_choice import breaking_lambdas, cheapest_grid
-
-    if probe is None:
-        raise ValueError("mode 'auto' needs probe= (ASE Atoms to measure the model on)")
-    probes = probe if isinstance(probe, list | tuple) else [probe]
-    model = _load(model)
-    dtype = getattr(torch, model.capabilities().dtype or "float64")
-    systems = [systems_to_torch(atoms, dtype=dtype) for atoms in probes]
-    degrees, odd = breaking_lambdas(wrap_model(model), systems, tolerance=tolerance)
-    grid = cheapest_grid(degrees, inversion=inversion or odd)
-    if grid is None:  # nothing to remove: evaluate once, in the input frame
-        grid = eq.Grid.identity()
-    return model, grid, inversion or odd, "average"
-
-
-class EquiscopeCalculator(MetatomicCalculator):
-    """An ASE calculator for ``model`` (path to an exported ``.pt`` or an
-    ``AtomisticModel``) behind a symmetrised head.
+class EquiscopeCalculator(Calculator):
+    """A symmetrised ASE calculator for ``base``: a metatomic model (path to an
+    exported ``.pt`` or an ``AtomisticModel``) or any ASE calculator object.
 
     :param mode: ``"average"`` (deterministic grid average), ``"random"`` (one
         seeded Haar-random O(3) frame per call), ``"random-group"`` (the grid, a
-        finite group, in a seeded random orientation per call) or ``"auto"``: probe
-        the energy spectrum on ``probe`` (Atoms or a list of them) and average over the
-        cheapest grid that removes every lambda above ``tolerance``
-        (``self.head_options`` records the choice)
-    :param grid: ``"octahedral"`` (24 rotations, removes lambda = 1, 2, 3, 5),
-        ``"icosahedral"`` (60, removes 1-5, 7, 8, 9), ``"tetrahedral"`` or
-        ``"lebedev"`` (with ``degree``, and ``n_inplane`` in-plane angles: ``degree + 1``
-        by default; ``2 degree + 1`` is metatomic-ase's ``SymmetrizedCalculator`` grid),
-        or an ``equiscope.Grid``
-    :param inversion: include improper elements (O(3) instead of SO(3))
+        finite group, in a seeded random orientation per call); for metatomic models
+        also ``"auto"`` (probe the energy spectrum on ``probe`` and average over the
+        cheapest grid that removes every lambda above ``tolerance``) and
+        ``"diagnose"``
+    :param grid: ``"octahedral"`` (default; 24 rotations, 48 with inversion, removes
+        lambda = 1, 2, 3, 5), ``"icosahedral"`` (60, removes 1-5, 7, 8, 9),
+        ``"tetrahedral"`` or ``"lebedev"`` (with ``degree``, and ``n_inplane``), an
+        ``equiscope.Grid``, or ``None`` (no rotational average: with
+        ``space_group=True``, the space-group average alone)
+    :param inversion: include improper elements (O(3) instead of SO(3); default
+        ``True``)
     :param seed: seed of the random frames; the same seed gives the same sequence
-    :param max_lambda: largest lambda of spherical outputs the head back-rotates
-    :param diagnostics: store ``results["energy_rot_std"]``, the spread (square root
-        of A^2) of the back-rotated energies over the head's grid at every call
-        (``average`` and ``random-group`` modes)
-    Other keyword arguments (``device``, ``non_conservative``, ...) go to
-    ``MetatomicCalculator``.
+    :param diagnostics: store ``<name>_rot_std`` for every property computed
+        (``energy_rot_std``, ``energies_rot_std``, ``forces_rot_std``,
+        ``stress_rot_std`` (3x3), ``stresses_rot_std`` (N, 3, 3)): the elementwise
+        standard deviation of the back-transformed copies over the grid, as
+        metatomic-ase's ``SymmetrizedCalculator`` stores them (``average`` and
+        ``random-group`` modes)
+    :param space_group: also average the results over the structure's own
+        space-group operations (spglib, tolerance ``symprec`` in Angstrom): forces
+        and stress get the crystal's symmetry exactly; structures that are not 3D
+        periodic are left as they are, with a warning
+    :param max_lambda, probe, tolerance, **kwargs: metatomic models only (see
+        :class:`equiscope_ase._metatomic.HeadCalculator`; ``device``,
+        ``non_conservative``, ``additional_outputs``, ... go to metatomic-ase)
 
-    ``stresses`` (per-atom stress, Voigt, summing to ``stress``; metatomic-ase has
-    none) is the strain derivative of each atom's energy over the volume
-    (:mod:`equiscope_ase.stresses`; models with per-atom energies, PET included), from
-    the same frame and call as the energy in the random modes.
-
-    Asking for ``stress`` or ``stresses`` of a structure without a 3D cell, for
-    ``stresses`` from a model without per-atom energies or with a direct
-    (non-conservative) stress, or for conservative forces or stress from a
-    model whose energy has no gradient raises ase's ``PropertyNotImplementedError``
-    naming the model. (A ``non_conservative`` request for an output the model lacks is refused
-    by ``MetatomicCalculator`` itself, at construction.)
+    Asking for ``stress`` of a structure without a 3D cell, or for a property the
+    base calculator does not provide, raises ase's ``PropertyNotImplementedError``.
     """
 
     def __init__(
         self,
-        model: str | Path | AtomisticModel,
+        base,
         *,
-        mode: str = "average",
-        grid: str = "octahedral",
+        mode: str = DEFAULT_MODE,
+        grid: str | eq.Grid | None = DEFAULT_GRID,
         degree: int | None = None,
         n_inplane: int | None = None,
-        inversion: bool = True,
+        inversion: bool = DEFAULT_INVERSION,
         seed: int = 0,
-        max_lambda: int = 3,
+        max_lambda: int = DEFAULT_MAX_LAMBDA,
         diagnostics: bool = False,
+        space_group: bool = False,
+        symprec: float = 1e-5,
         probe=None,
         tolerance: float = 1e-6,
         **kwargs,
     ):
-        if mode == "auto":
-            model, grid, inversion, mode = _auto(model, probe, tolerance, inversion)
-        if mode not in HEAD_MODES:
-            raise ValueError(f"unknown mode '{mode}'; expected one of {', '.join(HEAD_MODES)}")
-        self._label = f"'{model}'" if isinstance(model, str | Path) else None
-        model = _load(model)
-        if self._label is None:
-            self._label = f"'{model.metadata().name}'"
-        quadrature = None
-        if n_inplane is not None and (isinstance(grid, eq.Grid) or mode == "random"):
-            raise ValueError("n_inplane applies to a named 'lebedev' grid only")
-        if isinstance(grid, eq.Grid):
+        super().__init__()
+        self.space_group = space_group
+        self.symprec = symprec
+        self.diagnostics = diagnostics
+        if _is_ase_calculator(base):
+            self._inner = None
+            self._setup_ase(base, mode, grid, degree, n_inplane, inversion, seed, kwargs)
+        else:
+            from ._metatomic import HeadCalculator
+
+            if grid is None:
+                grid = eq.Grid.identity()
+            self._inner = HeadCalculator(
+                base,
+                mode=mode,
+                grid=grid,
+                degree=degree,
+                n_inplane=n_inplane,
+                inversion=inversion,
+                seed=seed,
+                max_lambda=max_lambda,
+                diagnostics=diagnostics,
+                probe=probe,
+                tolerance=tolerance,
+                **kwargs,
+            )
+            self.head_options = self._inner.head_options
+            self.implemented_properties = list(self._inner.implemented_properties)
+        self.parameters = dict(self.head_options, space_group=space_group, symprec=symprec)
+
+    def _setup_ase(self, base, mode, grid, degree, n_inplane, inversion, seed, kwargs):
+        if kwargs:
+            names = ", ".join(sorted(kwargs))
+            raise TypeError(f"options for metatomic models only, given an ASE calculator: {names}")
+        if mode not in _ASE_MODES:
+            raise ValueError(
+                f"unknown mode '{mode}' for an ASE calculator; expected one of "
+                + ", ".join(_ASE_MODES)
+            )
+        if mode == "random":
+            if n_inplane is not None:
+                raise ValueError("n_inplane applies to a named 'lebedev' grid only")
+            if self.diagnostics:
+                raise ValueError("diagnostics need several copies per call: use 'average'")
+            quadrature = None
+        elif grid is None:
+            quadrature = eq.Grid.identity()
+        elif isinstance(grid, eq.Grid):
+            if n_inplane is not None:
+                raise ValueError("n_inplane applies to a named 'lebedev' grid only")
             quadrature = grid
-        elif mode != "random":
+        else:
             quadrature = eq.grid(grid, degree=degree, n_inplane=n_inplane, inversion=inversion)
+        if quadrature is not None and quadrature.group.name not in ("O(3)", "SO(3)"):
+            raise ValueError(f"needs an SO(3) or O(3) grid, got {quadrature.group.name}")
+        self.base = base
+        self._quadrature = quadrature
+        self._seed = int(seed)
+        self._inversion = inversion
+        self._counter = 0  # frames drawn so far (random modes)
+        self._frame = None  # the frame of the last call
+        self._computed: list[str] = []
+        provided = getattr(base, "implemented_properties", None) or list(_AVERAGED)
+        self.implemented_properties = [p for p in _AVERAGED if p in provided]
         self.head_options = {
             "mode": mode,
             "grid": None if quadrature is None else quadrature.to_dict(),
             "seed": seed,
             "inversion": inversion,
         }
-        head = symmetrize_model(
-            model,
-            mode=mode,
-            grid=quadrature,
-            seed=seed,
-            inversion=inversion,
-            max_lambda=max_lambda,
-            diagnostics=diagnostics,
-        )
-        self.diagnostics = diagnostics
-        if diagnostics:
-            requests = dict(kwargs.pop("additional_outputs", None) or {})
-            requests[_ENERGY_VARIANCE] = ModelOutput(sample_kind="system")
-            kwargs["additional_outputs"] = requests
-        super().__init__(head, **kwargs)
-        self._frame = None  # the random-frame counter before the last energy call
 
-    def calculate(self, atoms=None, properties=None, system_changes=None):
-        properties = ["energy"] if properties is None else properties
-        atoms = self.atoms if atoms is None else atoms
-        lattice = atoms is None or atoms.cell.rank == 3
+    def __getattr__(self, name):
+        # metatomic models: metatomic-ase's attributes (run_model, additional_outputs,
+        # model(), metadata(), ...) come from the inner calculator
+        inner = self.__dict__.get("_inner")
+        if inner is None:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        return getattr(inner, name)
+
+    def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
+        if self._inner is not None:  # metatomic-ase also watches atoms.info inputs
+            return self._inner.check_state(atoms, tol=tol)
+        return super().check_state(atoms, tol=tol)
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        properties = ["energy"] if properties is None else list(properties)
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        if self._inner is not None:
+            self._inner.calculate(atoms, properties, system_changes)
+            self.results = dict(self._inner.results)
+        else:
+            self._calculate_ase(atoms, properties, system_changes)
+        if self.space_group:
+            self._average_space_group(atoms)
+
+    def _calculate_ase(self, atoms, properties, system_changes):
+        lattice = atoms.cell.rank == 3
         for wanted in ("stress", "stresses"):
             if wanted in properties and not lattice:
                 raise PropertyNotImplementedError(
-                    f"'{wanted}' requested from model {self._label} for a structure "
+                    f"'{wanted}' requested from {self._base_label()} for a structure "
                     f"without a 3D cell (cell rank {atoms.cell.rank}): no lattice, no stress"
                 )
-        stresses = "stresses" in properties
-        if stresses:
-            properties = [p for p in properties if p != "stresses"]
-            if self.parameters.get("non_conservative") in (True, "stress"):
-                raise PropertyNotImplementedError(
-                    f"'stresses' requested from model {self._label} with non_conservative "
-                    "stress: a direct stress output has no per-atom split"
-                )
-        counter = getattr(self._model.module, "counter", None)
-        # results of this very structure, just computed: per-atom stresses reuse them
-        # (and, in the random modes, their frame) instead of drawing a new frame
-        reuse = stresses and not properties and not system_changes and "energy" in self.results
-        if not reuse:
-            self._frame = None if counter is None else counter.clone()
-            try:
-                if system_changes is None:
-                    super().calculate(atoms, properties or ["energy"])
-                else:
-                    super().calculate(atoms, properties or ["energy"], system_changes)
-            except (RuntimeError, TypeError) as error:
-                wanted = [p for p in ("stress", "forces") if p in properties]
-                if wanted and any(text in str(error) for text in _NO_GRADIENT):
-                    raise PropertyNotImplementedError(
-                        f"'{wanted[0]}' requested from model {self._label}, whose energy "
-                        "has no gradient with respect to the positions and cell; use a model "
-                        "with a differentiable energy or non_conservative=True/'forces'/'stress'"
-                    ) from error
-                raise
-        if stresses:
-            self.results["stresses"] = self._per_atom_stresses(atoms, counter)
-        if not lattice:  # computed for free with the forces, but meaningless here
-            self.results.pop("stress", None)
-        if self.diagnostics and _ENERGY_VARIANCE in self.additional_outputs:
-            variance = self.additional_outputs[_ENERGY_VARIANCE].block().values
-            self.results["energy_rot_std"] = float(variance.detach().sum().sqrt())
-
-    def _per_atom_stresses(self, atoms, counter) -> np.ndarray:
-        """Per-atom stresses in the frame of the last energy call (random modes); the
-        frame sequence continues as if this pass had not happened."""
-        following = None if counter is None else counter.clone()
-        if counter is not None and self._frame is not None:
-            counter.copy_(self._frame)
-        try:
-            return per_atom_stresses(
-                self._model,
-                atoms,
-                energy=self._energy_key,
-                dtype=self._dtype,
-                device=self._device,
-            )
-        except NotDecomposable as error:
+        # energy, forces and stress at every call (as metatomic-ase does), so that
+        # ASE's successive requests of one step are served from one evaluation
+        wanted = [p for p in properties if p in _AVERAGED] + ["energy", "forces"]
+        if lattice and all(atoms.pbc):
+            wanted.append("stress")
+        if system_changes:
+            self._frame = self._counter
+            self._counter += 1
+        else:  # same structure, more properties: same frame, previous ones kept
+            wanted += self._computed
+        wanted = [p for p in _AVERAGED if p in wanted and p in self.implemented_properties]
+        missing = [p for p in properties if p not in wanted]
+        if missing or not wanted:
+            name = missing[0] if missing else "energy"
             raise PropertyNotImplementedError(
-                f"'stresses' requested from model {self._label}: {error}"
-            ) from error
-        finally:
-            if following is not None:
-                counter.copy_(following)
+                f"'{name}' requested from {self._base_label()}, which does not provide it"
+            )
+        rotations, weights = self._elements()
+        per_copy: dict[str, list] = {name: [] for name in wanted}
+        for rotation in rotations:
+            copy = transformed_atoms(atoms, rotation)
+            # one calculation per copy: the first property runs the base calculator,
+            # which usually computes the others with it (read from its results)
+            per_copy[wanted[0]].append(self.base.get_property(wanted[0], copy))
+            for name in wanted[1:]:
+                value = self.base.results.get(name)
+                if value is None:
+                    value = self.base.get_property(name, copy)
+                per_copy[name].append(np.array(value, dtype=np.float64, copy=True))
+        self.results = orbit_average(per_copy, rotations, weights, spread=self.diagnostics)
+        self._computed = wanted
+
+    def _elements(self) -> tuple[np.ndarray, np.ndarray]:
+        """The elements and weights of the current call."""
+        mode = self.head_options["mode"]
+        if mode == "average":
+            return self._quadrature.rotations.numpy(), self._quadrature.weights.numpy()
+        frame = random_element(self._seed, self._frame, self._inversion)
+        if mode == "random":
+            return frame.numpy()[None], np.ones(1)
+        rotations = (self._quadrature.rotations @ frame).numpy()
+        return rotations, np.full(len(rotations), 1.0 / len(rotations))
+
+    def _base_label(self) -> str:
+        return f"calculator {type(self.base).__name__}"
+
+    def _average_space_group(self, atoms) -> None:
+        try:
+            rotations, maps = space_group_operations(atoms, self.symprec)
+        except SpaceGroupError as error:
+            warnings.warn(f"no space-group average: {error}", stacklevel=3)
+            return
+        self.results = space_group_average(self.results, rotations, maps)

@@ -4,6 +4,7 @@ Registered through entry points (``equiscope.adapters``, ``equiscope.commands``)
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from equiscope.audit import AuditPlugin
@@ -127,7 +128,7 @@ def _symmetrize_command(args) -> int:
     from equiscope import grid
 
     from . import ModelLoadError, load_model
-    from .heads import HEAD_MODES, symmetrize_model
+    from .heads import HEAD_MODES, head_description, symmetrize_model
 
     if args.mode not in HEAD_MODES:
         raise BadInput(f"--mode {args.mode}: expected one of {', '.join(HEAD_MODES)}")
@@ -150,6 +151,11 @@ def _symmetrize_command(args) -> int:
         raise BadInput(str(error)) from None
     if not model.exported:
         raise BadInput(f"{args.model}: export the checkpoint first (mtt export), then symmetrise")
+    existing = head_description(model.module)
+    if existing is not None:
+        raise BadInput(
+            f"{args.model} is already symmetrised ({existing}); symmetrise the raw model"
+        )
     head = symmetrize_model(
         model.module,
         mode=args.mode,
@@ -191,34 +197,53 @@ def add_commands(sub) -> None:
     demo.add_argument("--seed", type=int, default=0, help="seed for data and training")
     demo.set_defaults(handler=_demo_command)
 
+    from equiscope.heads import DEFAULT_GRID, DEFAULT_INVERSION, DEFAULT_MAX_LAMBDA, DEFAULT_MODE
+
     symmetrize = sub.add_parser(
         "symmetrize",
         help="export a model behind a symmetrised output head",
         description="Wrap an exported metatomic model in a symmetrised head and save it: "
         "'average' over a grid (octahedral removes lambda = 1, 2, 3, 5 exactly with 24 "
-        "rotations; icosahedral 1-5, 7, 8, 9 with 60), 'random' (one seeded Haar-random "
+        "rotations, 48 with inversion, which also removes every parity-odd sector; "
+        "icosahedral 1-5, 7, 8, 9 with 60), 'random' (one seeded Haar-random "
         "frame per call), 'random-group' (the grid in a random orientation per call) or "
         "'diagnose' (raw outputs plus equiscope::variance::<name> on the grid). "
-        "The result runs in any metatomic engine.",
+        "The result runs in any metatomic engine (in ASE: metatomic_ase.MetatomicCalculator).",
     )
     symmetrize.add_argument("model", help="exported metatomic model (.pt)")
     symmetrize.add_argument("-o", "--output", required=True, help="output .pt file")
     symmetrize.add_argument(
-        "--mode", default="average", help="average, random, random-group or diagnose"
+        "--mode",
+        default=DEFAULT_MODE,
+        help="average, random, random-group or diagnose (default: %(default)s)",
     )
     symmetrize.add_argument(
-        "--grid", default="icosahedral", help="grid name (default: %(default)s)"
+        "--grid",
+        default=DEFAULT_GRID,
+        help="octahedral, icosahedral, tetrahedral or lebedev (with --degree) "
+        "(default: %(default)s)",
     )
     symmetrize.add_argument("--degree", type=int, help="Lebedev degree, for --grid lebedev")
     symmetrize.add_argument(
         "--n-inplane",
         type=int,
-        help="in-plane angles of --grid lebedev (default degree + 1; metatomic-ase's "
-        "SymmetrizedCalculator uses 2 degree + 1)",
+        help="in-plane angles of --grid lebedev (when not given: degree + 1; "
+        "metatomic-ase's SymmetrizedCalculator uses 2 degree + 1)",
     )
-    symmetrize.add_argument("--inversion", action="store_true", help="include inversion (O(3))")
-    symmetrize.add_argument("--seed", type=int, default=0, help="seed of the random frames")
     symmetrize.add_argument(
-        "--max-lambda", type=int, default=3, help="largest lambda of spherical outputs"
+        "--inversion",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_INVERSION,
+        help="include inversion (O(3)); --no-inversion averages over rotations only "
+        "(SO(3), half the evaluations) (default: include)",
+    )
+    symmetrize.add_argument(
+        "--seed", type=int, default=0, help="seed of the random frames (default: %(default)s)"
+    )
+    symmetrize.add_argument(
+        "--max-lambda",
+        type=int,
+        default=DEFAULT_MAX_LAMBDA,
+        help="largest lambda of spherical outputs (default: %(default)s)",
     )
     symmetrize.set_defaults(handler=_symmetrize_command)

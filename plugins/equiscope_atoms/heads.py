@@ -22,7 +22,6 @@ Outputs are back-transformed by how their blocks are labelled: no components
 ``o3_lambda, o3_sigma`` keys (spherical, real Wigner D precomputed as buffers).
 """
 
-import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -30,51 +29,36 @@ from metatensor.torch import Labels, LabelsEntry, TensorBlock, TensorMap
 from metatomic.torch import (
     AtomisticModel,
     ModelCapabilities,
+    ModelMetadata,
     ModelOutput,
     NeighborListOptions,
     System,
 )
 
 import equiscope as eq
+from equiscope.groups.frames import random_element
 from equiscope.groups.harmonics import SphericalHarmonics
+from equiscope.heads import (
+    DEFAULT_GRID,
+    DEFAULT_INVERSION,
+    DEFAULT_MAX_LAMBDA,
+    DEFAULT_MODE,
+    HEAD_MARKER,
+    HEAD_MODES,
+)
 
-__all__ = ["HEAD_MODES", "OrbitAveraging", "SymmetrizedHead", "symmetrize_model"]
-
-HEAD_MODES = ("average", "random", "random-group", "diagnose")
-
-
-def _mix(z: torch.Tensor) -> torch.Tensor:
-    """splitmix64 finaliser on int64 tensors (wrapping arithmetic, logical shifts)."""
-    z = z ^ ((z >> 30) & ((1 << 34) - 1))
-    z = z * -4658895280553007687  # 0xBF58476D1CE4E5B9 as int64
-    z = z ^ ((z >> 27) & ((1 << 37) - 1))
-    z = z * -7723592293110705685  # 0x94D049BB133111EB as int64
-    return z ^ ((z >> 31) & ((1 << 33) - 1))
-
-
-def _uniforms(seed: int, counter: int, n: int) -> torch.Tensor:
-    """``n`` reproducible uniforms in [0, 1) for (seed, counter), float64."""
-    golden = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
-    index = torch.arange(n, dtype=torch.int64) + counter * 1024
-    state = _mix(index * golden + seed)
-    # top 53 bits (mask 2^53 - 1) scaled by 2^-53
-    return ((state >> 11) & 9007199254740991).to(torch.float64) / 9007199254740992.0
-
-
-def _random_rotation(u: torch.Tensor) -> torch.Tensor:
-    """Haar-random rotation from three uniforms (Shoemake's quaternion)."""
-    a, b, c = u[0], u[1], u[2]
-    r1, r2 = torch.sqrt(1.0 - a), torch.sqrt(a)
-    t1, t2 = 2.0 * math.pi * b, 2.0 * math.pi * c
-    w, x = r2 * torch.cos(t2), r1 * torch.sin(t1)
-    y, z = r1 * torch.cos(t1), r2 * torch.sin(t2)
-    return torch.stack(
-        [
-            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)]),
-            torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)]),
-            torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]),
-        ]
-    )
+__all__ = [
+    "DEFAULT_GRID",
+    "DEFAULT_INVERSION",
+    "DEFAULT_MAX_LAMBDA",
+    "DEFAULT_MODE",
+    "HEAD_MARKER",
+    "HEAD_MODES",
+    "OrbitAveraging",
+    "SymmetrizedHead",
+    "head_description",
+    "symmetrize_model",
+]
 
 
 class OrbitAveraging:
@@ -151,10 +135,7 @@ class OrbitAveraging:
             return self.rotations
         counter = int(self.counter.item())
         self.counter += 1
-        u = _uniforms(self.seed, counter, 4)
-        rotation = _random_rotation(u).to(self.rotations.dtype)
-        if self.inversion and bool(u[3] < 0.5):
-            rotation = -rotation
+        rotation = random_element(self.seed, counter, self.inversion).to(self.rotations.dtype)
         if self.mode == "random":
             return rotation.unsqueeze(0)
         return self.rotations @ rotation.to(self.rotations.device)
@@ -392,24 +373,59 @@ class SymmetrizedHead(OrbitAveraging, torch.nn.Module):
         return self._symmetrized(systems, outputs, selected_atoms)
 
 
+def head_description(model: AtomisticModel) -> Optional[str]:
+    """How ``model`` was symmetrised (e.g. ``"mode average, grid octahedral, 48
+    evaluations per call"``) when it is already a symmetrised head, else ``None``.
+
+    Reads the marker :func:`symmetrize_model` writes in the metadata; files written
+    before the marker existed are recognised by their wrapper module's name."""
+    extra = model.metadata().extra
+    if HEAD_MARKER in extra:
+        return extra[HEAD_MARKER]
+    module = model.module
+    if getattr(module, "original_name", type(module).__name__) == "SymmetrizedHead":
+        mode = str(getattr(module, "mode", "?"))
+        size = int(module.rotations.shape[0]) if mode != "random" else 1
+        return f"mode {mode}, {size} evaluations per call"
+    return None
+
+
+def _describe(mode: str, grid: Optional[eq.Grid]) -> str:
+    if grid is None:
+        return f"mode {mode}, 1 random frame per call"
+    return f"mode {mode}, grid {grid.name} ({grid.group.name}), {grid.size} evaluations per call"
+
+
 def symmetrize_model(
     model: AtomisticModel,
     *,
-    mode: str = "average",
+    mode: str = DEFAULT_MODE,
     grid: Optional[eq.Grid] = None,
     seed: int = 0,
-    inversion: bool = True,
-    max_lambda: int = 3,
+    inversion: bool = DEFAULT_INVERSION,
+    max_lambda: int = DEFAULT_MAX_LAMBDA,
     diagnostics: bool = False,
 ) -> AtomisticModel:
     """Wrap an exported metatomic ``model`` in a :class:`SymmetrizedHead`; the result
-    is an ``AtomisticModel`` (save it with ``.save(path)``).
+    is an ``AtomisticModel`` (save it with ``.save(path)``), marked as a head in its
+    metadata (``extra["equiscope::head"]``, see :func:`head_description`).
+
+    ``grid`` defaults to ``DEFAULT_GRID`` (octahedral) with ``inversion`` for every
+    mode but ``random``. A model that already is a symmetrised head is refused.
 
     With ``diagnostics=True`` the head also offers ``equiscope::variance::<name>`` for
     every output: the equivariance variance A^2 of the copies it averages (summed over
     components), so any engine can log the symmetry error along a run."""
+    existing = head_description(model)
+    if existing is not None:
+        raise ValueError(
+            f"model '{model.metadata().name}' is already a symmetrised head ({existing}); "
+            "wrap the raw model instead"
+        )
     capabilities = model.capabilities()
     dtype = getattr(torch, capabilities.dtype or "float64")
+    if grid is None and mode != "random" and mode in HEAD_MODES:
+        grid = eq.grid(DEFAULT_GRID, inversion=inversion)
     if grid is not None and grid.group.name not in ("O(3)", "SO(3)"):
         raise ValueError(f"heads need an SO(3) or O(3) grid, got {grid.group.name}")
     head = SymmetrizedHead(
@@ -457,4 +473,14 @@ def symmetrize_model(
         supported_devices=capabilities.supported_devices,
         dtype=capabilities.dtype,
     )
-    return AtomisticModel(head.eval(), model.metadata(), new_capabilities)
+    metadata = model.metadata()
+    extra = dict(metadata.extra)
+    extra[HEAD_MARKER] = _describe(mode, None if mode == "random" else grid)
+    marked = ModelMetadata(
+        name=metadata.name,
+        description=metadata.description,
+        authors=metadata.authors,
+        references=metadata.references,
+        extra=extra,
+    )
+    return AtomisticModel(head.eval(), marked, new_capabilities)

@@ -409,8 +409,7 @@ def markdown_summary(report: dict) -> str:
         "# equiscope audit",
         "",
         f"- model: `{report['model']}` ({report['model_dtype']})",
-        f"- data: {report['structures']} {_noun(report)}, {report['atoms']} "
-        f"{_size_noun(report)}",
+        f"- data: {report['structures']} {_noun(report)}, {report['atoms']} {_size_noun(report)}",
         f"- grid: {grid['name']} on {grid['group']}, {grid['size']} elements, products "
         f"exact to {_degree(report)} = {grid['exact_degree']}; spectra up to "
         f"{_degree(report)} = {report['max_lambda']}",
