@@ -106,11 +106,19 @@ def test_removal_needs_follow_the_sectors(irrep, expected, spectrum, degrees, in
 @pytest.mark.parametrize(
     ("spectrum", "grid", "size"),
     [
-        ({"0,1": 0.9, "2,1": 0.1}, "--grid tetrahedral", 12),  # removes 1, 2, 5
-        ({"0,1": 0.9, "2,1": 0.05, "3,1": 0.05}, "--grid octahedral", 24),  # 1, 2, 3, 5, 7
-        ({"0,1": 0.9, "4,1": 0.1}, "--grid icosahedral", 60),  # 1-5, 7-9
-        ({"0,1": 0.9, "6,1": 0.1}, "--grid lebedev --degree 6", 26 * 7),  # no group removes 6
-        ({"0,1": 0.9, "2,1": 0.05, "0,-1": 0.05}, "--grid tetrahedral --inversion", 24),
+        ({"0,1": 0.9, "2,1": 0.1}, "--grid tetrahedral --no-inversion", 12),  # removes 1, 2, 5
+        (
+            {"0,1": 0.9, "2,1": 0.05, "3,1": 0.05},
+            "--grid octahedral --no-inversion",
+            24,
+        ),  # 1, 2, 3, 5, 7
+        ({"0,1": 0.9, "4,1": 0.1}, "--grid icosahedral --no-inversion", 60),  # 1-5, 7-9
+        (
+            {"0,1": 0.9, "6,1": 0.1},
+            "--grid lebedev --degree 6 --no-inversion",
+            26 * 7,
+        ),  # no group removes 6
+        ({"0,1": 0.9, "2,1": 0.05, "0,-1": 0.05}, "--grid tetrahedral", 24),
     ],
 )
 def test_advice_picks_the_cheapest_grid_and_prints_the_command(spectrum, grid, size):
@@ -134,7 +142,9 @@ def test_forces_get_the_advice_of_the_energy_they_derive_from():
     alone = rp.advice(report({"forces": {**forces, "derived_from": None}}), "forces")
     assert "--grid icosahedral" in alone
     line = rp.advice(report({"energy": energy, "forces": forces}), "forces")
-    assert "of energy, which it derives from" in line and "--grid tetrahedral`" in line
+    assert (
+        "of energy, which it derives from" in line and "--grid tetrahedral --no-inversion`" in line
+    )
 
 
 def test_no_advice_when_fine_or_not_symmetrizable():
@@ -150,12 +160,12 @@ def test_symmetrize_command():
     assert (
         rp.symmetrize_command("runs/my model.pt", "octahedral", inversion=True)
         == "equiscope symmetrize 'runs/my model.pt' -o 'runs/my model-sym.pt' "
-        "--grid octahedral --inversion"
+        "--grid octahedral"
     )
     assert (
         rp.symmetrize_command("m.ckpt", "lebedev", degree=6)
         == "mtt export m.ckpt -o m.pt && equiscope symmetrize m.pt -o m-sym.pt "
-        "--grid lebedev --degree 6"
+        "--grid lebedev --degree 6 --no-inversion"
     )
 
 

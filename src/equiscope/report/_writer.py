@@ -227,8 +227,8 @@ def symmetrize_command(
     parts = ["equiscope", "symmetrize", str(path), "-o", str(target), "--grid", grid]
     if degree is not None:
         parts += ["--degree", str(degree)]
-    if inversion:
-        parts.append("--inversion")
+    if not inversion:  # `equiscope symmetrize` includes inversion unless told not to
+        parts.append("--no-inversion")
     if max_lambda is not None:
         parts += ["--max-lambda", str(max_lambda)]
     return prefix + " ".join(shlex.quote(part) for part in parts)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .._copies import back_transform_stress, stress_matrix, transformed_atoms
+from ..audit import expected_sectors
 from ..grids import Grid
 from ..grids import grid as make_grid
 from ..groups import sector_label
@@ -76,17 +77,6 @@ def _back(name: str, value: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     return value
 
 
-def _expected(kind: str, parity: bool) -> set:
-    def sector(lam, sigma):
-        return (lam, sigma if parity else 0)
-
-    if kind == "scalar":
-        return {sector(0, 1)}
-    if kind == "vector":
-        return {sector(1, 1)}
-    return {sector(0, 1), sector(1, -1), sector(2, 1)}
-
-
 def _breaking_sectors(
     calculator, structure, names: list[str], inversion: bool, max_lambda: int
 ) -> dict[str, str]:
@@ -105,7 +95,7 @@ def _breaking_sectors(
         sectors, norms = sector_norms(values, spectral, max_lambda)
         totals = norms.reshape(len(sectors), -1).sum(1).numpy()
         total = float((weights[:, None] * values.reshape(len(values), -1) ** 2).sum())
-        expected = _expected(_KINDS[name], spectral.group.has_improper)
+        expected = expected_sectors(_KINDS[name], spectral.group)
         breaking = sorted(
             ((float(v), k) for k, v in zip(sectors, totals, strict=True) if k not in expected),
             reverse=True,
