@@ -149,12 +149,14 @@ def read_atoms(path: str | Path, *, limit: int | None = None) -> list[AtomsSampl
         raise DataError(f"data file {path} does not exist")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise DataError(f"structure limit must be a positive integer, got {limit!r}")
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {path} holds no structures (it is empty)")
     samples = []
     try:
         for index, atoms in enumerate(ase.io.iread(str(path), index=":")):
-            if limit is not None and index >= limit:
-                break
             samples.append(_sample(index, atoms, f"{path} frame {index}"))
+            if limit is not None and len(samples) >= limit:
+                break
     except DataError:
         raise
     except Exception as error:
