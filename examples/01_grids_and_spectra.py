@@ -1,10 +1,15 @@
-"""Grids and spectra: which sectors each grid averages out, and the analytic spectra.
+"""Grids and spectra: which sectors each grid averages out, and the analytic spectra
+=================================================================================
 
 Prints the computed exactness of every built-in grid next to its size, checks the
 character spectrum of 1, x, xy, xyz on the unit sphere (pure lambda = 0..3 with
 squared norms 1, 1/3, 1/15, 1/105) and plots both to ``grids_and_spectra.png``.
 
-Run: python examples/01_grids_and_spectra.py [output.png]
+Run it with:
+
+.. code-block:: bash
+
+    python examples/01_grids_and_spectra.py [output.png]
 """
 
 import os
@@ -23,6 +28,11 @@ import equiscope as eq
 
 torch.set_num_threads(1)
 
+# %%
+# The grids compared: the tetrahedral (12 rotations), octahedral (24) and icosahedral
+# (60) groups and two Lebedev product grids. What each one averages out is computed from
+# its representation matrices when asked for (``Grid.averages_out``), not looked up.
+
 GRIDS = [
     ("tetrahedral", {}),
     ("octahedral", {}),
@@ -30,6 +40,15 @@ GRIDS = [
     ("lebedev", {"degree": 5}),
     ("lebedev", {"degree": 8}),
 ]
+
+
+# %%
+# Exactness and spectra
+# ---------------------
+# ``eq.spectrum`` takes the direct responses ``u_i = f(g_i x)`` of any function on the
+# grid's elements and returns the squared norm ``B`` in each sector ``(lambda, sigma)``.
+# For the polynomials 1, x, xy and xyz on the unit sphere the answers are known: one
+# sector each, with squared norms 1, 1/3, 1/15 and 1/105.
 
 
 def main(output: str = "grids_and_spectra.png") -> None:
@@ -79,6 +98,12 @@ def main(output: str = "grids_and_spectra.png") -> None:
     figure.savefig(output, dpi=120)
     print(f"\nfigure: {output}")
 
+
+# %%
+# Run
+# ---
+# The first table lists every grid's size and the degrees it averages out exactly; the
+# second the spectrum of each function per point.
 
 if __name__ == "__main__":
     main(*sys.argv[1:])

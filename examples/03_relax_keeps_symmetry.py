@@ -1,4 +1,5 @@
-"""Cell relaxation of fcc copper that keeps (or loses) its space group, raw vs averaged.
+"""Cell relaxation of fcc copper that keeps (or loses) its space group, raw vs averaged
+====================================================================================
 
 Trains a tiny PET on EMT copper (as ``equiscope demo`` does, but 40 epochs, about a
 minute: after 10 the model has no energy minimum near the EMT lattice constant) unless
@@ -25,7 +26,11 @@ subgroup, which is enough to make a stress cubic: both averaged heads then keep 
 exactly, and on this crystal the O average gives exactly what the raw model gives
 with FixSymmetry.
 
-Run: python examples/03_relax_keeps_symmetry.py [--model model.pt] [--aligned]
+Run it with:
+
+.. code-block:: bash
+
+    python examples/03_relax_keeps_symmetry.py [--model model.pt] [--aligned]
 """
 
 import os
@@ -59,6 +64,12 @@ import matplotlib.pyplot as plt
 TIGHT, LOOSE = 1e-5, 1e-3  # spglib tolerances (Angstrom)
 
 
+# %%
+# Symmetry diagnostics: the space group found by spglib, how far the cell is from
+# cubic, and the deviatoric (shear) part of the stress, the only way a model can break
+# the symmetry of a Bravais lattice.
+
+
 def space_group(atoms: ase.Atoms, symprec: float) -> str:
     dataset = check_symmetry(atoms, symprec=symprec)
     return f"{dataset.international} ({dataset.number})"
@@ -88,6 +99,11 @@ def start_structure(a: float, aligned: bool) -> ase.Atoms:
     return atoms
 
 
+# %%
+# One relaxation: BFGS on a ``FrechetCellFilter`` (atoms and cell), optionally with
+# ``FixSymmetry``.
+
+
 def relax(atoms: ase.Atoms, calculator, symmetric: bool, fmax: float, steps: int) -> dict:
     atoms = atoms.copy()
     atoms.calc = calculator
@@ -114,8 +130,13 @@ def relax(atoms: ase.Atoms, calculator, symmetric: bool, fmax: float, steps: int
     }
 
 
+# %%
+# The heads compared: the raw model and the O- and I-averaged heads (with inversion),
+# each relaxed with and without ``FixSymmetry``.
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--model", help="exported model (default: train a tiny PET)")
     parser.add_argument("--output", default="relax_symmetry.png")
     parser.add_argument("--epochs", type=int, default=40, help="training epochs (no --model)")
@@ -185,6 +206,12 @@ def main():
     figure.savefig(args.output, dpi=120)
     print(f"figure: {args.output}")
 
+
+# %%
+# Run
+# ---
+# The table gives the space group before and after, the final lattice parameters, the
+# distortion from cubic, the energy, the residual force and the number of steps.
 
 if __name__ == "__main__":
     # TorchScript's optimising executor spends 1-2 s profiling the first two calls of

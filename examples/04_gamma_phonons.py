@@ -1,4 +1,5 @@
-"""Phonons at Gamma of fcc copper: raw model vs O- and I-averaged heads.
+"""Phonons at Gamma of fcc copper: raw model vs O- and I-averaged heads
+====================================================================
 
 Trains a tiny PET on EMT copper (as ``equiscope demo`` does, but 40 epochs, about a
 minute: after 10 the model has no energy minimum near the EMT lattice constant) unless
@@ -8,8 +9,8 @@ minute: after 10 the model has no energy minimum near the EMT lattice constant) 
 EMT (the reference the PET was trained on), the raw model and O- and I-averaged heads
 (with inversion). Prints, for each: the three acoustic frequencies at Gamma, the nine
 optical ones grouped into their two cubic multiplets with the spread inside each, the
-acoustic-sum-rule violation max |sum_j Phi_ij| and the cubic-symmetry violation of
-the force constants, max |Phi_g(i)g(j) - R Phi_ij R^T| over the 48 operations of the
+acoustic-sum-rule violation ``max |sum_j Phi_ij|`` and the cubic-symmetry violation of
+the force constants, ``max |Phi_g(i)g(j) - R Phi_ij R^T|`` over the 48 operations of the
 crystal; plots the frequencies side by side to ``gamma_phonons.png``.
 
 Expected physics: the 12 modes at Gamma of the conventional cell are the Gamma point
@@ -27,7 +28,11 @@ the I grid contains only their tetrahedral subgroup (no 4-fold axes), so a small
 breaking remains. Central differences in a rotated frame are not exactly covariant:
 the EMT row shows that floor (it shrinks as ``--delta`` squared).
 
-Run: python examples/04_gamma_phonons.py [--model model.pt] [--aligned]
+Run it with:
+
+.. code-block:: bash
+
+    python examples/04_gamma_phonons.py [--model model.pt] [--aligned]
 """
 
 import os
@@ -59,6 +64,11 @@ import matplotlib.pyplot as plt
 
 # sqrt(eV / (A^2 amu)) in THz
 THZ = np.sqrt(units._e / units._amu) * 1e10 / (2 * np.pi) / 1e12
+
+
+# %%
+# Force constants by finite displacements (``ase.phonons``, central differences, no
+# sum-rule correction) and the diagnostics computed from them.
 
 
 def structure(a: float, aligned: bool) -> ase.Atoms:
@@ -130,8 +140,13 @@ def multiplets(optical: np.ndarray) -> list[tuple[float, int, float]]:
     return [(float(g.mean()), len(g), float(np.ptp(g))) for g in groups(optical)]
 
 
+# %%
+# The models compared: EMT (the reference the PET learned), the raw PET and its O- and
+# I-averaged heads (with inversion).
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--model", help="exported model (default: train a tiny PET)")
     parser.add_argument("--output", default="gamma_phonons.png")
     parser.add_argument("--epochs", type=int, default=40, help="training epochs (no --model)")
@@ -202,6 +217,13 @@ def main():
     figure.savefig(args.output, dpi=120)
     print(f"figure: {args.output}")
 
+
+# %%
+# Run
+# ---
+# The table gives the three acoustic frequencies, the two optical multiplets with the
+# spread inside each (THz), the acoustic-sum-rule violation and the cubic-symmetry
+# violation of the force constants (eV/A^2).
 
 if __name__ == "__main__":
     # TorchScript's optimising executor spends 1-2 s profiling the first two calls of

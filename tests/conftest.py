@@ -13,3 +13,7 @@ torch.set_num_threads(1)
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(20261127)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than 20 s (deselect with -m 'not slow')")

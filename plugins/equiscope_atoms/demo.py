@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import equiscope as eq
+from equiscope.report import markdown_summary, write_report
 
 from .audit import audit
 from .data import read_structures
 from .models import load_model
-from .report import markdown_summary, write_report
 
 __all__ = ["generate_copper", "run_demo", "train_pet", "with_emt_labels"]
 

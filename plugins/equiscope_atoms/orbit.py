@@ -10,13 +10,12 @@ Conservative forces and stress come from one backward pass through a strain
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from metatensor.torch import Labels
 from metatomic.torch import ModelOutput, System
 
 from equiscope import Grid, SpectrumAccumulator
+from equiscope.audit import OrbitResult, OutputKind
 
 from ._copies import assemble_copies
 from .models import LoadedModel
@@ -35,27 +34,6 @@ def transformed_system(system: System, matrix: torch.Tensor) -> System:
     return System(
         types=system.types, positions=system.positions @ matrix.T, cell=cell, pbc=system.pbc
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class OutputKind:
-    """How an output transforms: ``irrep`` is ``"scalar"``, ``"vector"``,
-    ``"rank2"`` or ``(lambda, sigma)``; per-structure extensive outputs (energies)
-    are reported per atom."""
-
-    irrep: object
-    per_structure: bool
-    extensive: bool
-
-
-@dataclasses.dataclass
-class OrbitResult:
-    """Direct-frame responses ``{name: [n_grid, samples, ..., components]}``, their
-    kinds, and the streamed spectra of hidden layers ``{path: Spectrum}``."""
-
-    responses: dict[str, torch.Tensor]
-    kinds: dict[str, OutputKind]
-    layers: dict[str, object]
 
 
 def _neighbor_template(model: LoadedModel, system: System):

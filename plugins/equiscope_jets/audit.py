@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 import equiscope as eq
+from equiscope.audit import CONVERGENCE_RTOL, OrbitResult, OutputKind, measured_roundoff
 
 from .actions import (
     BOOSTS,
@@ -44,8 +45,6 @@ from .metrics import roc_auc
 __all__ = ["DEFAULT_GROUPS", "JetAuditError", "audit_tagger", "evaluate_orbit"]
 
 DEFAULT_GROUPS = ("so2-axis", "o2-axis", "so2-beam", "so3", "o3", "boost-axis", "boost-beam")
-_CONVERGENCE_RTOL = 0.01
-_JITTERS = 3
 
 
 class JetAuditError(ValueError):
@@ -78,20 +77,33 @@ def evaluate_orbit(model, momenta, group: JetGroup, grid: eq.Grid, *, hidden=Fal
     return logits, layers
 
 
+class _LogitAdapter:
+    """The tagger's logit on a set of jets, as the engine's measured noise floor sees it
+    (``equiscope.audit.measured_roundoff``): every momentum component moves by its own
+    float32 rounding error."""
+
+    dtype = torch.float32
+
+    def __init__(self, model, batch_size: int):
+        self.model, self.batch_size = model, batch_size
+
+    def jittered(self, momenta, eps: float, generator: torch.Generator):
+        noise = torch.randn(momenta.shape, generator=generator, dtype=torch.float64)
+        return momenta + eps * momenta.abs() * noise
+
+    def evaluate(self, momenta, grid, *, outputs, layers=(), max_lambda=None):
+        logits = _run(self.model, momenta, False, self.batch_size)[0]
+        return OrbitResult({"logit": logits[None, :, None]}, {"logit": _LOGIT})
+
+
+_LOGIT = OutputKind("scalar", per_structure=False, extensive=False)
+
+
 def _roundoff(model, momenta, batch_size) -> float:
     """Mean squared spread of the logit under float32-sized jitters of the momenta."""
-    generator = torch.Generator().manual_seed(0)
-    eps = torch.finfo(torch.float32).eps
-    momenta = momenta.to(torch.float64)
-    runs = []
-    for jitter in range(_JITTERS + 1):
-        moved = momenta
-        if jitter:
-            noise = torch.randn(momenta.shape, generator=generator, dtype=torch.float64)
-            moved = momenta + eps * momenta.abs() * noise
-        runs.append(_run(model, moved, False, batch_size)[0])
-    stacked = torch.stack(runs)
-    return float((stacked - stacked.mean(0)).square().sum(0).mean()) / _JITTERS
+    adapter = _LogitAdapter(model, batch_size)
+    squared = measured_roundoff(adapter, momenta.to(torch.float64), ["logit"], seed=0)
+    return squared["logit"] / len(momenta)
 
 
 class _Sums:
@@ -160,7 +172,7 @@ def _compact(model, momenta, labels, group, grid, max_lambda, layers, batch_size
         "expected_sectors": [trivial],
         "breaking_sectors": dict(breaking[:3]),
         "per_structure_equivariance": a2.sqrt().tolist(),
-        "converged": change <= _CONVERGENCE_RTOL,
+        "converged": change <= CONVERGENCE_RTOL,
         "convergence": {
             "grids": [grid.to_dict(), finer.to_dict()],
             "equivariance_rmse": [coarse_rmse, fine_rmse],

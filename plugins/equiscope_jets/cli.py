@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .generate import CHUNK_SIZE, PROCESSES
 
-__all__ = ["add_parser", "audit_jet_model", "run"]
+__all__ = ["AUDIT", "add_parser", "audit_jet_model", "run"]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -294,6 +294,23 @@ def is_tagger(path) -> bool:
     return is_jet_checkpoint(path) or is_exported_tagger(path)
 
 
+def _audit_command(args: argparse.Namespace) -> int:
+    """``equiscope audit`` on a tagger (the ``equiscope.adapters`` plugin's command)."""
+    import os
+
+    from equiscope.cli import BadInput
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise BadInput(
+            f"{args.model}: jet audits run in one process; torchrun shards atomistic audits only"
+        )
+    for option in ("labels", "totals", "model_dtype"):
+        if getattr(args, option, None) is not None:
+            flag = "--" + option.replace("_", "-")
+            raise BadInput(f"{flag}: for atomistic models; {args.model} is a jet tagger")
+    return audit_jet_model(args)
+
+
 def audit_jet_model(args: argparse.Namespace) -> int | None:
     """``equiscope audit`` on a tagger checkpoint or exported program: run the jet audit
     and return its exit code; ``None`` when ``args.model`` is neither. ``--grid`` other than
@@ -477,3 +494,19 @@ def _export(args: argparse.Namespace) -> int:
         difference = float((program(jets) - model(jets)).abs().max())
     print(f"exported: {output} ({model.kind}; largest difference to eager: {difference:.2g})")
     return 0
+
+
+def _audit_plugin():
+    from equiscope.audit import AuditPlugin
+
+    return AuditPlugin(
+        name="jets",
+        priority=10,
+        accepts=is_tagger,
+        command=_audit_command,
+        describes="jet tagger checkpoint or exported .pt2",
+    )
+
+
+AUDIT = _audit_plugin()
+"""``equiscope audit`` on jet taggers (checked before any other model file)."""

@@ -199,7 +199,7 @@ def _group_report(report: dict, name: str) -> dict:
 
 def write_jet_report(report: dict, output: str | Path) -> Path:
     """Write the report into ``output`` (staged in a temporary folder, then moved)."""
-    from equiscope_atoms.report import markdown_summary, write_report
+    from equiscope.report import markdown_summary, write_report
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

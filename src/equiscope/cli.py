@@ -56,30 +56,13 @@ def _grid_command(args) -> int:
     return 0
 
 
-def _demo_command(args) -> int:
-    import torch
-
-    torch.set_num_threads(1)
-    from equiscope_atoms.demo import run_demo, summary
-
-    require_at_least(
-        ("--train", args.train, 8), ("--audit", args.audit, 1), ("--epochs", args.epochs, 1)
-    )
-    output = output_folder(args.output)
-    reports = run_demo(
-        output, n_train=args.train, n_audit=args.audit, epochs=args.epochs, seed=args.seed
-    )
-    print(summary(reports, output))
-    return 0
-
-
-def _parse_list(text: str | None) -> list[str] | None:
+def parse_list(text: str | None) -> list[str] | None:
     if text is None:
         return None
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _audit_grid(args):
+def audit_grid(args):
     from .grids import grid
 
     if args.grid == "auto":
@@ -97,92 +80,23 @@ def _audit_grid(args):
 
 
 def _audit_command(args) -> int:
-    import torch
+    """Hand ``equiscope audit`` to the first installed adapter plugin that accepts MODEL
+    (jet taggers, metatomic/metatrain files, ``MODULE:FACTORY`` calculators, ...)."""
+    from .audit import adapter_plugins
 
-    torch.set_num_threads(1)
-    from equiscope_jets.cli import audit_jet_model, is_tagger
-
-    from . import shards as sharding
-
-    if is_tagger(args.model):
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise BadInput(
-                f"{args.model}: jet audits run in one process; torchrun shards atomistic "
-                "audits only"
-            )
-        for option in ("labels", "totals"):
-            if getattr(args, option) is not None:
-                raise BadInput(f"--{option}: for atomistic models; {args.model} is a jet tagger")
-    jet_result = audit_jet_model(args)  # None unless MODEL is a jet tagger checkpoint
-    if jet_result is not None:
-        return jet_result
-    try:
-        from equiscope_atoms import (
-            AuditOptionError,
-            DataError,
-            ModelLoadError,
-            audit,
-            load_model,
-            read_structures,
-        )
-        from equiscope_atoms.report import markdown_summary, write_report
-    except ImportError as error:  # pragma: no cover - installed together
-        raise BadInput(f"the atomistic adapter is not installed ({error})") from None
-
-    if args.structures is not None:
-        require_at_least(("--structures", args.structures, 1))
-    if args.max_lambda is not None and args.max_lambda < 0:
-        raise BadInput(f"--max-lambda must be non-negative, got {args.max_lambda}")
-    output = output_folder(args.output)
-    grid = _audit_grid(args)
-    layers = {"all": None, "none": []}.get(args.layers, _parse_list(args.layers))
-    labels = _parse_labels(args.labels)
-    shards = sharding.Shards()
-    try:
-        try:
-            shards, device = sharding.from_environment(args.device)
-        except ValueError as error:
-            raise BadInput(f"--device: {error}") from None
-        try:
-            model = load_model(args.model)
-            if args.dtype is not None:
-                if model.exported:
-                    raise BadInput(
-                        "--dtype: an exported model runs in the dtype it was exported in"
-                    )
-                model.module = model.module.to(getattr(torch, args.dtype))
-                model.dtype = getattr(torch, args.dtype)
-            model.totals = set(_parse_list(args.totals) or [])
-            model.to(device)
-            structures = read_structures(
-                args.data,
-                atomic_types=model.atomic_types,
-                limit=args.structures,
-                labels=labels,
-            )
-            report = audit(
-                model,
-                structures,
-                grid=grid,
-                max_lambda=args.max_lambda,
-                outputs=_parse_list(args.outputs),
-                layers=layers,
-                batch_size=args.batch_size,
-                convergence_structures=args.convergence_structures,
-                shards=shards,
-            )
-        except (ModelLoadError, DataError, AuditOptionError) as error:
-            raise BadInput(str(error)) from None
-    finally:
-        sharding.close(shards)
-    if not shards.leader:
-        return 0
-    write_report(report, output)
-    summary = markdown_summary(report)
-    print(summary.split("## Where the symmetry breaks")[0].rstrip())
-    processes = f", {shards.size} processes" if shards.distributed else ""
-    print(f"\nreport: {output / 'report.md'} (and report.json, figures{processes})")
-    return 0
+    failures: list[str] = []
+    plugins = adapter_plugins(failures)
+    for plugin in plugins:
+        if plugin.accepts(args.model):
+            return plugin.command(args)
+    path = Path(args.model)
+    if path.is_dir():
+        raise BadInput(f"MODEL {args.model} is a folder; expected a model file or MODULE:FACTORY")
+    if not path.exists() and ":" not in args.model:
+        raise BadInput(f"model file {args.model} does not exist")
+    readers = "; ".join(p.describes for p in plugins if p.describes) or "none installed"
+    broken = f" (plugins that failed to load: {'; '.join(failures)})" if failures else ""
+    raise BadInput(f"no installed adapter reads MODEL {args.model} (readers: {readers}){broken}")
 
 
 def _split_outside_brackets(text: str) -> list[str]:
@@ -199,7 +113,7 @@ def _split_outside_brackets(text: str) -> list[str]:
     return [item.strip() for item in [*items, current] if item.strip()]
 
 
-def _parse_labels(text: str | None) -> dict[str, str]:
+def parse_labels(text: str | None) -> dict[str, str]:
     """``--labels OUTPUT=KEY,...`` as ``{output: key}`` (a key holds no ``=``)."""
     labels = {}
     for item in _split_outside_brackets(text or ""):
@@ -210,53 +124,6 @@ def _parse_labels(text: str | None) -> dict[str, str]:
     return labels
 
 
-def _symmetrize_command(args) -> int:
-    import torch
-
-    torch.set_num_threads(1)
-    from equiscope_atoms import ModelLoadError, load_model
-    from equiscope_atoms.heads import HEAD_MODES, symmetrize_model
-
-    from .grids import grid
-
-    if args.mode not in HEAD_MODES:
-        raise BadInput(f"--mode {args.mode}: expected one of {', '.join(HEAD_MODES)}")
-    output = Path(args.output)
-    if output.suffix != ".pt":
-        raise BadInput(f"-o {output}: the symmetrised model is saved as a .pt file")
-    quadrature = None
-    if args.mode == "random" and args.n_inplane is not None:
-        raise BadInput("--n-inplane: mode random draws one frame per call and has no grid")
-    if args.mode != "random":
-        try:
-            quadrature = grid(
-                args.grid, degree=args.degree, n_inplane=args.n_inplane, inversion=args.inversion
-            )
-        except ValueError as error:
-            raise BadInput(f"--grid: {error}") from None
-    try:
-        model = load_model(args.model)
-    except ModelLoadError as error:
-        raise BadInput(str(error)) from None
-    if not model.exported:
-        raise BadInput(f"{args.model}: export the checkpoint first (mtt export), then symmetrise")
-    head = symmetrize_model(
-        model.module,
-        mode=args.mode,
-        grid=quadrature,
-        seed=args.seed,
-        inversion=args.inversion,
-        max_lambda=args.max_lambda,
-    )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.with_name(f".{output.name}.partial")
-    head.save(str(staging))
-    staging.replace(output)
-    size = "1 random frame" if quadrature is None else f"{quadrature.size} evaluations"
-    print(f"saved {output}: mode {args.mode}, {size} per call")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="equiscope",
@@ -265,39 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser(
-        "demo",
-        help="train a tiny PET on generated data and audit it (the quick start)",
-        description="Generate copper cells with ASE's EMT, train a small PET with "
-        "metatrain (mtt train), and audit its checkpoint (with per-layer spectra) and its "
-        "export on held-out structures. Writes the data, the model and both reports into "
-        "the output folder.",
-    )
-    demo.add_argument(
-        "-o", "--output", default="equiscope-demo", help="output folder (default: %(default)s)"
-    )
-    demo.add_argument(
-        "--train", type=int, default=48, help="training structures (default: %(default)s)"
-    )
-    demo.add_argument(
-        "--audit", type=int, default=3, help="held-out structures audited (default: %(default)s)"
-    )
-    demo.add_argument("--epochs", type=int, default=10, help="epochs (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0, help="seed for data and training")
-    demo.set_defaults(handler=_demo_command)
-
     audit = sub.add_parser(
         "audit",
         help="audit a model's symmetry on a data set and write a report",
-        description="Evaluate MODEL (exported metatomic .pt or metatrain .ckpt) on the "
-        "O(3) orbit of every structure in DATA (any file ASE reads, with or without "
-        "labels) and write DIR/report.json, DIR/report.md and PNG figures: equivariance "
-        "RMSE vs noise floor (and accuracy with labels) per output, character spectra "
+        description="Evaluate MODEL (exported metatomic .pt, metatrain .ckpt, a jet tagger, "
+        "or MODULE:FACTORY returning an ASE calculator) on the O(3) orbit of every "
+        "structure in DATA (any file ASE reads, with or without labels) and write "
+        "DIR/report.json, DIR/report.md and PNG figures: equivariance RMSE vs noise "
+        "floor (and accuracy with labels) per output, character spectra "
         "of outputs and hidden layers, grid convergence. Launched with torchrun "
         "(torchrun --nproc-per-node N -m equiscope.cli audit ...), every process audits "
         "a block of the structures and rank 0 writes the merged report.",
     )
-    audit.add_argument("model", help="exported metatomic model (.pt) or metatrain checkpoint")
+    audit.add_argument(
+        "model",
+        help="exported metatomic model (.pt), metatrain checkpoint (.ckpt), jet tagger, or "
+        "MODULE:FACTORY naming an importable callable that returns an ASE calculator",
+    )
     audit.add_argument("data", help="structures, any format ASE reads (e.g. extxyz)")
     audit.add_argument("-o", "--output", default="equiscope-audit", help="report folder")
     audit.add_argument(
@@ -356,39 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--dtype", choices=["float32", "float64"], help="run a checkpoint in this dtype"
     )
+    audit.add_argument(
+        "--model-dtype",
+        choices=["float32", "float64"],
+        help="working precision of a MODULE:FACTORY calculator, for the measured noise "
+        "floor (default: float64)",
+    )
     audit.set_defaults(handler=_audit_command)
-
-    symmetrize = sub.add_parser(
-        "symmetrize",
-        help="export a model behind a symmetrised output head",
-        description="Wrap an exported metatomic model in a symmetrised head and save it: "
-        "'average' over a grid (octahedral removes lambda = 1, 2, 3, 5 exactly with 24 "
-        "rotations; icosahedral 1-5, 7, 8, 9 with 60), 'random' (one seeded Haar-random "
-        "frame per call), 'random-group' (the grid in a random orientation per call) or "
-        "'diagnose' (raw outputs plus equiscope::variance::<name> on the grid). "
-        "The result runs in any metatomic engine.",
-    )
-    symmetrize.add_argument("model", help="exported metatomic model (.pt)")
-    symmetrize.add_argument("-o", "--output", required=True, help="output .pt file")
-    symmetrize.add_argument(
-        "--mode", default="average", help="average, random, random-group or diagnose"
-    )
-    symmetrize.add_argument(
-        "--grid", default="icosahedral", help="grid name (default: %(default)s)"
-    )
-    symmetrize.add_argument("--degree", type=int, help="Lebedev degree, for --grid lebedev")
-    symmetrize.add_argument(
-        "--n-inplane",
-        type=int,
-        help="in-plane angles of --grid lebedev (default degree + 1; metatomic-ase's "
-        "SymmetrizedCalculator uses 2 degree + 1)",
-    )
-    symmetrize.add_argument("--inversion", action="store_true", help="include inversion (O(3))")
-    symmetrize.add_argument("--seed", type=int, default=0, help="seed of the random frames")
-    symmetrize.add_argument(
-        "--max-lambda", type=int, default=3, help="largest lambda of spherical outputs"
-    )
-    symmetrize.set_defaults(handler=_symmetrize_command)
 
     grid = sub.add_parser(
         "grid",
@@ -405,10 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--inversion", action="store_true", help="add inversion (O(3))")
     grid.set_defaults(handler=_grid_command)
 
-    from equiscope_jets.cli import add_parser as add_jets_parser
-
-    add_jets_parser(sub)
+    _add_plugin_commands(sub)
     return parser
+
+
+def _add_plugin_commands(sub) -> None:
+    """Subcommands of installed plugins: ``equiscope.commands`` entry points, each a
+    callable adding its subparsers (a plugin that fails to import adds none)."""
+    from importlib.metadata import entry_points
+
+    for point in sorted(entry_points(group="equiscope.commands"), key=lambda p: p.name):
+        try:
+            add_commands = point.load()
+        except Exception:  # its adapter reports the failure when asked for
+            continue
+        add_commands(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -424,5 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m equiscope.cli (torchrun): plugins raise
+    from equiscope.cli import main as package_main  # equiscope.cli.BadInput, not __main__'s
+
+    sys.exit(package_main())

@@ -12,8 +12,8 @@ from metatomic.torch import ModelOutput
 
 import equiscope as eq
 from _models import PairPotential, PlantedAnisotropy, export, write_copper
+from equiscope.report import markdown_summary, write_report
 from equiscope_atoms import audit, load_model, read_structures
-from equiscope_atoms.report import markdown_summary, write_report
 
 OUTPUTS = {
     "energy": ModelOutput(unit="eV", sample_kind="system"),
@@ -269,7 +269,7 @@ def test_totals_audit_the_sum_of_per_atom_contributions(planted, tmp_path):
 def test_labels_are_read_in_metatensor_layout():
     """Labels come as [rows, *components, properties]; responses are kept as
     [rows, properties, *components]: entry (r, c, p) must land on (r, p, c)."""
-    from equiscope_atoms.audit import label_layout
+    from equiscope.audit import label_layout
 
     rows, components, properties = 2, 3, 4
     label = torch.arange(rows * components * properties, dtype=torch.float64)

@@ -122,17 +122,17 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, case, 
 
 
 def test_labels_option_takes_multi_block_output_names():
-    from equiscope.cli import BadInput, _parse_labels
+    from equiscope.cli import BadInput, parse_labels
 
     text = "mtt::efg[o3_lambda=2,o3_sigma=1]=efg_l2, mtt::dipole=xtb_dipole"
-    assert _parse_labels(text) == {
+    assert parse_labels(text) == {
         "mtt::efg[o3_lambda=2,o3_sigma=1]": "efg_l2",
         "mtt::dipole": "xtb_dipole",
     }
-    assert _parse_labels(None) == {}
+    assert parse_labels(None) == {}
     for bad in ("energy", "=key", "energy="):
         with pytest.raises(BadInput, match="--labels: expected OUTPUT=KEY"):
-            _parse_labels(bad)
+            parse_labels(bad)
 
 
 def test_torchrun_without_a_gpu_for_the_rank_is_one_line(files, tmp_path, capsys, monkeypatch):

@@ -14,9 +14,10 @@ from metatomic.torch import ModelOutput
 
 import equiscope as eq
 from _models import PlantedAnisotropy, export, write_copper
+from equiscope.audit._engine import _merge, _run
 from equiscope.shards import Shards
 from equiscope_atoms import load_model, read_structures
-from equiscope_atoms.audit import _merge, _run
+from equiscope_atoms.audit import MetatomicAdapter
 
 OUTPUTS = {
     "energy": ModelOutput(unit="eV", sample_kind="system"),
@@ -79,7 +80,8 @@ def test_audit_shards_only_when_asked(planted, monkeypatch):
 
 
 def test_an_error_on_one_rank_is_raised_on_every_rank():
-    from equiscope_atoms.audit import AuditOptionError, _attempt, _raise_failures
+    from equiscope.audit import AuditOptionError
+    from equiscope.audit._engine import _attempt, _raise_failures
 
     shards = Shards(1, 2)
 
@@ -116,18 +118,9 @@ def test_merged_blocks_equal_one_run(planted):
     outputs = ["energy", "non_conservative_force"]
 
     def run(block):
-        return _run(
-            model,
-            block,
-            grid,
-            outputs,
-            forces=True,
-            stress=True,
-            layers=[],
-            max_lambda=2,
-            batch_size=16,
-            progress=False,
-        )
+        adapter = MetatomicAdapter(model, batch_size=16)
+        indexed = [(s.index, s) for s in block]
+        return _run(adapter, indexed, grid, [*outputs, "forces", "stress"], [], 2, progress=False)
 
     whole, _, _ = run(structures)
     parts = [run(Shards(rank, 3).block(structures)) for rank in range(3)]
@@ -156,19 +149,9 @@ def test_merged_blocks_keep_the_layer_spectra(planted):
     layers = ["gnn_layers.0_node", "gnn_layers.0_edge"]
 
     def run(block):
-        return _run(
-            model,
-            block,
-            grid,
-            ["energy"],
-            forces=False,
-            stress=False,
-            layers=layers,
-            max_lambda=2,
-            batch_size=64,
-            progress=False,
-            measure_roundoff=False,
-        )
+        adapter = MetatomicAdapter(model, batch_size=64)
+        indexed = [(s.index, s) for s in block]
+        return _run(adapter, indexed, grid, ["energy"], layers, 2, progress=False, roundoff=False)
 
     _, whole_norms, whole_residual = run(structures)
     _, norms, residual = _merge([run(Shards(rank, 2).block(structures)) for rank in range(2)])

@@ -1,0 +1,223 @@
+"""Command-line pieces of the atomistic plugin: ``equiscope audit`` on metatomic
+``.pt`` and metatrain ``.ckpt`` files, and the ``demo`` and ``symmetrize`` commands.
+Registered through entry points (``equiscope.adapters``, ``equiscope.commands``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from equiscope.audit import AuditPlugin
+from equiscope.cli import (
+    BadInput,
+    audit_grid,
+    output_folder,
+    parse_labels,
+    parse_list,
+    require_at_least,
+)
+
+__all__ = ["AUDIT", "add_commands"]
+
+
+def _is_model_file(model: str) -> bool:
+    return Path(model).is_file()
+
+
+def _audit(args) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    from equiscope import shards as sharding
+    from equiscope.report import markdown_summary, write_report
+
+    from . import DataError, ModelLoadError, audit, load_model, read_structures
+    from .audit import AuditOptionError
+
+    if args.model_dtype is not None:
+        raise BadInput(
+            "--model-dtype: for MODULE:FACTORY calculators; use --dtype for a checkpoint"
+        )
+    if args.structures is not None:
+        require_at_least(("--structures", args.structures, 1))
+    if args.max_lambda is not None and args.max_lambda < 0:
+        raise BadInput(f"--max-lambda must be non-negative, got {args.max_lambda}")
+    output = output_folder(args.output)
+    grid = audit_grid(args)
+    layers = {"all": None, "none": []}.get(args.layers, parse_list(args.layers))
+    labels = parse_labels(args.labels)
+    shards = sharding.Shards()
+    try:
+        try:
+            shards, device = sharding.from_environment(args.device)
+        except ValueError as error:
+            raise BadInput(f"--device: {error}") from None
+        try:
+            model = load_model(args.model)
+            if args.dtype is not None:
+                if model.exported:
+                    raise BadInput(
+                        "--dtype: an exported model runs in the dtype it was exported in"
+                    )
+                model.module = model.module.to(getattr(torch, args.dtype))
+                model.dtype = getattr(torch, args.dtype)
+            model.totals = set(parse_list(args.totals) or [])
+            model.to(device)
+            structures = read_structures(
+                args.data,
+                atomic_types=model.atomic_types,
+                limit=args.structures,
+                labels=labels,
+            )
+            report = audit(
+                model,
+                structures,
+                grid=grid,
+                max_lambda=args.max_lambda,
+                outputs=parse_list(args.outputs),
+                layers=layers,
+                batch_size=args.batch_size,
+                convergence_structures=args.convergence_structures,
+                shards=shards,
+            )
+        except (ModelLoadError, DataError, AuditOptionError) as error:
+            raise BadInput(str(error)) from None
+    finally:
+        sharding.close(shards)
+    if not shards.leader:
+        return 0
+    write_report(report, output)
+    summary = markdown_summary(report)
+    print(summary.split("## Where the symmetry breaks")[0].rstrip())
+    processes = f", {shards.size} processes" if shards.distributed else ""
+    print(f"\nreport: {output / 'report.md'} (and report.json, figures{processes})")
+    return 0
+
+
+AUDIT = AuditPlugin(
+    name="metatomic",
+    priority=20,
+    accepts=_is_model_file,
+    command=_audit,
+    describes="exported metatomic .pt, metatrain .ckpt",
+)
+"""``equiscope audit`` on any existing model file not claimed by an earlier plugin."""
+
+
+def _demo_command(args) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    from .demo import run_demo, summary
+
+    require_at_least(
+        ("--train", args.train, 8), ("--audit", args.audit, 1), ("--epochs", args.epochs, 1)
+    )
+    output = output_folder(args.output)
+    reports = run_demo(
+        output, n_train=args.train, n_audit=args.audit, epochs=args.epochs, seed=args.seed
+    )
+    print(summary(reports, output))
+    return 0
+
+
+def _symmetrize_command(args) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    from equiscope import grid
+
+    from . import ModelLoadError, load_model
+    from .heads import HEAD_MODES, symmetrize_model
+
+    if args.mode not in HEAD_MODES:
+        raise BadInput(f"--mode {args.mode}: expected one of {', '.join(HEAD_MODES)}")
+    output = Path(args.output)
+    if output.suffix != ".pt":
+        raise BadInput(f"-o {output}: the symmetrised model is saved as a .pt file")
+    quadrature = None
+    if args.mode == "random" and args.n_inplane is not None:
+        raise BadInput("--n-inplane: mode random draws one frame per call and has no grid")
+    if args.mode != "random":
+        try:
+            quadrature = grid(
+                args.grid, degree=args.degree, n_inplane=args.n_inplane, inversion=args.inversion
+            )
+        except ValueError as error:
+            raise BadInput(f"--grid: {error}") from None
+    try:
+        model = load_model(args.model)
+    except ModelLoadError as error:
+        raise BadInput(str(error)) from None
+    if not model.exported:
+        raise BadInput(f"{args.model}: export the checkpoint first (mtt export), then symmetrise")
+    head = symmetrize_model(
+        model.module,
+        mode=args.mode,
+        grid=quadrature,
+        seed=args.seed,
+        inversion=args.inversion,
+        max_lambda=args.max_lambda,
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.with_name(f".{output.name}.partial")
+    head.save(str(staging))
+    staging.replace(output)
+    size = "1 random frame" if quadrature is None else f"{quadrature.size} evaluations"
+    print(f"saved {output}: mode {args.mode}, {size} per call")
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Add ``demo`` and ``symmetrize`` to the ``equiscope`` subparsers ``sub``."""
+    demo = sub.add_parser(
+        "demo",
+        help="train a tiny PET on generated data and audit it (the quick start)",
+        description="Generate copper cells with ASE's EMT, train a small PET with "
+        "metatrain (mtt train), and audit its checkpoint (with per-layer spectra) and its "
+        "export on held-out structures. Writes the data, the model and both reports into "
+        "the output folder.",
+    )
+    demo.add_argument(
+        "-o", "--output", default="equiscope-demo", help="output folder (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--train", type=int, default=48, help="training structures (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--audit", type=int, default=3, help="held-out structures audited (default: %(default)s)"
+    )
+    demo.add_argument("--epochs", type=int, default=10, help="epochs (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0, help="seed for data and training")
+    demo.set_defaults(handler=_demo_command)
+
+    symmetrize = sub.add_parser(
+        "symmetrize",
+        help="export a model behind a symmetrised output head",
+        description="Wrap an exported metatomic model in a symmetrised head and save it: "
+        "'average' over a grid (octahedral removes lambda = 1, 2, 3, 5 exactly with 24 "
+        "rotations; icosahedral 1-5, 7, 8, 9 with 60), 'random' (one seeded Haar-random "
+        "frame per call), 'random-group' (the grid in a random orientation per call) or "
+        "'diagnose' (raw outputs plus equiscope::variance::<name> on the grid). "
+        "The result runs in any metatomic engine.",
+    )
+    symmetrize.add_argument("model", help="exported metatomic model (.pt)")
+    symmetrize.add_argument("-o", "--output", required=True, help="output .pt file")
+    symmetrize.add_argument(
+        "--mode", default="average", help="average, random, random-group or diagnose"
+    )
+    symmetrize.add_argument(
+        "--grid", default="icosahedral", help="grid name (default: %(default)s)"
+    )
+    symmetrize.add_argument("--degree", type=int, help="Lebedev degree, for --grid lebedev")
+    symmetrize.add_argument(
+        "--n-inplane",
+        type=int,
+        help="in-plane angles of --grid lebedev (default degree + 1; metatomic-ase's "
+        "SymmetrizedCalculator uses 2 degree + 1)",
+    )
+    symmetrize.add_argument("--inversion", action="store_true", help="include inversion (O(3))")
+    symmetrize.add_argument("--seed", type=int, default=0, help="seed of the random frames")
+    symmetrize.add_argument(
+        "--max-lambda", type=int, default=3, help="largest lambda of spherical outputs"
+    )
+    symmetrize.set_defaults(handler=_symmetrize_command)

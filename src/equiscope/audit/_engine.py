@@ -1,0 +1,251 @@
+"""The audit engine: a model's symmetry over a data set, through any adapter.
+
+For every sample the adapter evaluates the model on the orbit of a grid; per output
+this gives the equivariance error A (pooled into an RMSE, per atom for extensive
+outputs), the character spectrum of the direct response, the noise floor (the larger
+of ``eps x RMS`` and the measured round-off) and, with labels, the oriented /
+symmetrised / equivariance RMSE (``oriented^2 = symmetrised^2 + equivariance^2``).
+Hidden layers get their spectra. A finer grid re-evaluates the first samples to check
+convergence; without a grid, Lebedev grids are refined until the RMSE changes by less
+than :data:`CONVERGENCE_RTOL`. Given ``shards`` (``torchrun``), every process audits a
+contiguous block of the samples and the partial sums are merged in block order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from ..grids import Grid
+from ..grids import grid as make_grid
+from ..groups import sector_label
+from ..metrics import refine
+from ..shards import Shards
+from ._kinds import AuditOptionError
+from ._noise import measured_roundoff
+from ._stats import OutputStats
+
+__all__ = ["CONVERGENCE_RTOL", "run_audit"]
+
+CONVERGENCE_RTOL = 0.01
+"""A grid is converged when the equivariance RMSE changes by less than this
+(relative) on the next finer grid."""
+
+
+def _relative(a: float, b: float) -> float:
+    scale = max(abs(a), abs(b))
+    return abs(a - b) / scale if scale > 0 else 0.0
+
+
+def _add_layer(layer_norms, layer_residual, path, sectors, residual, total) -> None:
+    """Add one layer's sector norms and its norm above the largest lambda (of its
+    ``total``) to the running sums."""
+    norms = layer_norms.setdefault(path, {})
+    for sector, value in sectors.items():
+        norms[sector] = norms.get(sector, 0.0) + value
+    sums = layer_residual.setdefault(path, [0.0, 0.0])
+    sums[0] += residual
+    sums[1] += total
+
+
+def _run(adapter, samples, grid, outputs, layers, max_lambda, *, progress, roundoff=True):
+    """Statistics of ``samples`` (with their global ``(index, sample)`` pairs)."""
+    stats: dict[str, OutputStats] = {}
+    layer_norms: dict[str, dict] = {}
+    layer_residual: dict[str, list[float]] = {}
+    iterator = samples
+    if progress:
+        from tqdm import tqdm
+
+        noun = adapter.words.get("samples", "samples")
+        iterator = tqdm(samples, desc=f"audit on {grid.name} ({grid.size})", unit=noun[:6])
+    for index, sample in iterator:
+        result = adapter.evaluate(
+            sample, grid, outputs=outputs, layers=layers, max_lambda=max_lambda
+        )
+        size = adapter.size(sample)
+        squared = measured_roundoff(adapter, sample, outputs, seed=index) if roundoff else {}
+        for name, responses in result.responses.items():
+            if name not in stats:
+                stats[name] = OutputStats(result.kinds[name])
+            stats[name].add_roundoff(squared.get(name, 0.0), size)
+            reference = adapter.reference(sample, name)
+            stats[name].add(responses, grid, max_lambda, size, reference)
+        for path, spectrum in result.layers.items():
+            residual, total = spectrum.residual, spectrum.total
+            _add_layer(layer_norms, layer_residual, path, spectrum, residual, total)
+    return stats, layer_norms, layer_residual
+
+
+def _merge(parts: list[tuple[dict, dict, dict]]) -> tuple[dict, dict, dict]:
+    """The results of ``_run`` on consecutive blocks of samples, as one run."""
+    stats: dict[str, OutputStats] = {}
+    layer_norms: dict[str, dict] = {}
+    layer_residual: dict[str, list[float]] = {}
+    for part_stats, part_norms, part_residual in parts:
+        for name, st in part_stats.items():
+            if name in stats:
+                stats[name].merge(st)
+            else:
+                stats[name] = st
+        for path, (residual, total) in part_residual.items():
+            _add_layer(layer_norms, layer_residual, path, part_norms[path], residual, total)
+    return stats, layer_norms, layer_residual
+
+
+@dataclasses.dataclass
+class _Failure:
+    """An error on one rank, as every rank can raise it (a rank that stops alone
+    leaves the others waiting in the next collective)."""
+
+    rank: int
+    option: bool
+    message: str
+
+    def throw(self):
+        if self.option:
+            raise AuditOptionError(self.message)
+        raise RuntimeError(f"process {self.rank} of the audit failed: {self.message}")
+
+
+def _attempt(shards: Shards, work):
+    """``work()``; when sharded, its error is returned as a :class:`_Failure`."""
+    try:
+        return work()
+    except Exception as error:
+        if not shards.distributed:
+            raise
+        text = (str(error).strip().splitlines() or [""])[0]
+        option = isinstance(error, AuditOptionError)
+        return _Failure(shards.rank, option, text if option else f"{type(error).__name__}: {text}")
+
+
+def _raise_failures(values: list) -> None:
+    for value in values:
+        if isinstance(value, _Failure):
+            value.throw()
+
+
+def run_audit(
+    adapter,
+    samples: list,
+    *,
+    grid: Grid | None = None,
+    max_lambda: int | None = None,
+    outputs: list[str] | None = None,
+    layers: list[str] | None = None,
+    convergence_structures: int = 1,
+    progress: bool = True,
+    shards: Shards | None = None,
+) -> dict:
+    """Audit ``adapter``'s model on ``samples``; returns the report as a dict.
+
+    ``grid=None`` chooses automatically: Lebedev grids of increasing degree until the
+    equivariance RMSE of every output changes by less than 1 % on the first samples.
+    ``layers=None`` captures every layer the adapter offers. ``shards``: each process
+    audits one contiguous block of ``samples`` of about equal atom counts and every
+    process returns the merged report, the one a single process gives; the
+    convergence probe runs on rank 0 and its result is broadcast; an error on one
+    rank is raised on all. Default: this process audits everything alone.
+    """
+    start = time.perf_counter()
+    shards = shards or Shards()
+    if not samples:
+        raise AuditOptionError(f"no {adapter.words.get('samples', 'samples')} to audit")
+    outputs = adapter.outputs(samples, outputs)
+    if layers is None:
+        layers = list(adapter.layers)
+    check_layers = getattr(adapter, "check_layers", None)
+    if check_layers is not None:
+        check_layers(layers)
+    elif layers:
+        raise AuditOptionError(f"no hidden layers can be captured from {adapter.source}")
+    indexed = [(getattr(s, "index", i), s) for i, s in enumerate(samples)]
+    probe = indexed[: max(1, convergence_structures)]
+
+    def rmse_on(g):
+        def work():
+            s, _, _ = _run(adapter, probe, g, outputs, [], 0, progress=False, roundoff=False)
+            return {name: st.rmse for name, st in s.items()}
+
+        values = shards.broadcast(_attempt(shards, work) if shards.leader else None)
+        _raise_failures([values])
+        return values
+
+    history = []
+    if grid is None:
+        degree = max(4, 2 * (max_lambda or 2))
+        grid = make_grid("lebedev", degree=degree, inversion=True)
+        coarse = rmse_on(grid)
+        for _ in range(3):
+            finer = refine(grid)
+            fine = rmse_on(finer)
+            history.append((grid, finer, coarse, fine))
+            if all(_relative(coarse[k], fine[k]) <= CONVERGENCE_RTOL for k in fine):
+                break
+            grid, coarse = finer, fine
+        grid = history[-1][1]
+    if max_lambda is None:
+        max_lambda = grid.exact_degree
+    if max_lambda > grid.exact_degree:
+        raise AuditOptionError(
+            f"max lambda {max_lambda} is beyond what grid '{grid.name}' resolves "
+            f"(exact_degree {grid.exact_degree})"
+        )
+    block = shards.block(indexed, [adapter.size(s) for _, s in indexed])
+    show = progress and shards.leader
+    part = _attempt(
+        shards, lambda: _run(adapter, block, grid, outputs, layers, max_lambda, progress=show)
+    )
+    parts = shards.all_gather(part)
+    _raise_failures(parts)
+    stats, layer_norms, layer_residual = _merge(parts)
+    if not history and convergence_structures > 0:
+        finer = refine(grid)
+        on_grid = {k: st.probe_rmse(len(probe)) for k, st in stats.items()}
+        history.append((grid, finer, on_grid, rmse_on(finer)))
+    report_outputs = {}
+    for name, st in stats.items():
+        summary = st.summary(grid, adapter.dtype)
+        summary["unit"] = adapter.unit(name)
+        summary["converged"] = None
+        if history:
+            grid_a, grid_b, values_a, values_b = history[-1]
+            change = _relative(values_a[name], values_b[name])
+            summary["converged"] = change <= CONVERGENCE_RTOL
+            summary["convergence"] = {
+                "grids": [grid_a.to_dict(), grid_b.to_dict()],
+                "equivariance_rmse": [values_a[name], values_b[name]],
+                "relative_change": change,
+                "structures": len(probe),
+            }
+        report_outputs[name] = summary
+    report_layers = {}
+    for path, norms in layer_norms.items():
+        total = sum(norms.values())
+        residual, full = layer_residual[path]
+        report_layers[path] = {
+            "spectrum": {sector_label(k): v / total for k, v in norms.items()},
+            "above_max_lambda": residual / full if full else 0.0,
+        }
+    return {
+        "model": adapter.source,
+        "model_dtype": str(adapter.dtype).replace("torch.", ""),
+        "words": dict(adapter.words),
+        "structures": len(samples),
+        "atoms": sum(adapter.size(s) for s in samples),
+        "grid": grid.to_dict(),
+        "max_lambda": max_lambda,
+        "outputs": report_outputs,
+        "layers": report_layers,
+        "auto_grid": [
+            {
+                "grid": a.to_dict(),
+                "finer": b.to_dict(),
+                "relative_change": {k: _relative(ca[k], cb[k]) for k in cb},
+            }
+            for a, b, ca, cb in history
+        ],
+        "seconds": time.perf_counter() - start,
+        "processes": shards.size,
+    }
