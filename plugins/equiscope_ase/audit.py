@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 import equiscope as eq
+from equiscope.audit import AuditOptionError, OrbitResult, OutputKind
 
 from ._transform import stress_matrix, transformed_atoms
 
@@ -40,8 +41,6 @@ __all__ = [
     "CalculatorError",
     "DataError",
     "FactoryError",
-    "OrbitResult",
-    "OutputKind",
     "audit_calculator",
     "load_factory",
     "parse_outputs",
@@ -57,7 +56,7 @@ IRREPS = {
     "rank2": ("rank2", (3, 3)),
 }
 _BUILT_IN = ("energy", "forces", "stress")
-_UNITS = {"energy": "eV", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
+_UNITS = {"energy": "eV", "forces": "eV/Å", "stress": "eV/Å^3"}
 _YZX = [1, 2, 0]  # Cartesian (x, y, z) -> metatensor's spherical order for lambda = 1
 
 
@@ -69,29 +68,8 @@ class FactoryError(ValueError):
     """A ``MODULE:FACTORY`` spec does not give an ASE calculator."""
 
 
-class CalculatorError(ValueError):
+class CalculatorError(AuditOptionError):
     """The calculator failed on a transformed copy, or does not offer an output."""
-
-
-@dataclasses.dataclass(frozen=True)
-class OutputKind:
-    """How an output transforms: ``irrep`` is ``"scalar"``, ``"vector"``,
-    ``"rank2"`` or ``(lambda, sigma)``; per-structure extensive outputs (energies)
-    are reported per atom."""
-
-    irrep: object
-    per_structure: bool
-    extensive: bool
-
-
-@dataclasses.dataclass
-class OrbitResult:
-    """Direct-frame responses ``{name: [n_grid, rows, ..., components]}``, their kinds
-    and hidden-layer spectra (none for a calculator)."""
-
-    responses: dict[str, torch.Tensor]
-    kinds: dict[str, OutputKind]
-    layers: dict[str, object]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,6 +334,13 @@ class CalculatorAdapter:
             )
         return list(requested)
 
+    def check_layers(self, layers: list[str]) -> None:
+        """A calculator has no hidden layers to capture."""
+        if layers:
+            raise AuditOptionError(
+                f"an ASE calculator offers no hidden layers (asked for {', '.join(layers)})"
+            )
+
     def size(self, sample: AtomsSample) -> int:
         return len(sample.atoms)
 
@@ -419,10 +404,7 @@ class CalculatorAdapter:
         max_lambda: int | None = None,
     ) -> OrbitResult:
         """The calculator on every copy ``g x`` of the grid, one call each."""
-        if layers:
-            raise CalculatorError(
-                f"an ASE calculator offers no hidden layers (asked for {', '.join(layers)})"
-            )
+        self.check_layers(layers)
         n_atoms = len(sample.atoms)
         rotations = grid.rotations.to(torch.float64).numpy()
         collected: dict[str, list[torch.Tensor]] = {name: [] for name in outputs}
@@ -460,12 +442,14 @@ class CalculatorAdapter:
         if key not in sample.labels:
             return None
         try:
-            return self._layout(name, sample.labels[key], len(sample.atoms))[1]
+            values = self._layout(name, sample.labels[key], len(sample.atoms))[1]
         except (TypeError, ValueError) as error:
             raise DataError(
                 f"structure {sample.index}: label '{key}' of {name} does not fit "
                 f"({_first_line(error)})"
             ) from None
+        # the engine reads labels in metatensor's layout [rows, *components, properties]
+        return values.movedim(1, -1) if values.dim() > 2 else values
 
 
 def _dtype(value) -> torch.dtype:
@@ -493,10 +477,13 @@ def audit_calculator(
     labels: dict[str, str] | None = None,
     max_lambda: int | None = None,
     convergence_structures: int = 1,
+    shards=None,
     progress: bool = False,
 ) -> dict:
     """Audit an ASE calculator on ``structures`` (a list of ``Atoms`` or the path of a
-    data file) and return the report dict of :func:`equiscope.audit.run_audit`."""
+    data file) and return the report dict of :func:`equiscope.audit.run_audit`
+    (``grid=None``: Lebedev grids refined until converged). ``declared``,
+    ``model_dtype`` and ``labels`` as for :class:`CalculatorAdapter`."""
     from equiscope.audit import run_audit
 
     adapter = CalculatorAdapter(
@@ -509,5 +496,6 @@ def audit_calculator(
         max_lambda=max_lambda,
         outputs=outputs,
         convergence_structures=convergence_structures,
+        shards=shards,
         progress=progress,
     )

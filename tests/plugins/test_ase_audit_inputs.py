@@ -115,7 +115,7 @@ def test_adapter_options():
         CalculatorAdapter(EMT(), declared={"dipole": "tensor"})
     assert CalculatorAdapter(EMT()).dtype == torch.float64
     assert CalculatorAdapter(EMT(), model_dtype=torch.float32).dtype == torch.float32
-    assert CalculatorAdapter(EMT()).unit("forces") == "eV/Angstrom"
+    assert CalculatorAdapter(EMT()).unit("forces") == "eV/Å"
 
 
 def test_bad_data_files(tmp_path):
