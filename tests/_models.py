@@ -328,3 +328,52 @@ class MultipoleAnisotropy(torch.nn.Module):
             f = (torch.exp(-r)[:, :, None] * unit * mask[:, :, None]).sum(1)
             forces.append(f + self.bias.to(p.dtype))
         return _energy_and_force_maps(systems, outputs, energies, forces)
+
+
+class SignedVolume(torch.nn.Module):
+    """Shifted Lennard-Jones pairs plus a pressure term on the SIGNED cell volume,
+
+    ``E = sum_pairs LJ(|r_j - r_i + S cell|) + p det(cell)``,
+
+    with the pair vectors rebuilt from the positions, the cell and the neighbour
+    list's cell shifts ``S``. Exactly invariant for every right-handed description of
+    the structure (``det(cell) = V``); a left-handed cell flips the pressure term (and
+    the hydrostatic stress ``p``), and a neighbour list whose shifts do not match the
+    cell gives wrong pair vectors."""
+
+    def __init__(self, pressure: float = 0.05, cutoff: float = 4.0):
+        super().__init__()
+        self.pressure = pressure
+        self.cutoff = cutoff
+        self.sigma = 2.0
+        self.epsilon = 0.2
+        self._neighbors = NeighborListOptions(cutoff=cutoff, full_list=False, strict=True)
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return [self._neighbors]
+
+    def _lj(self, r: torch.Tensor) -> torch.Tensor:
+        x = (self.sigma / r) ** 6
+        return 4.0 * self.epsilon * (x * x - x)
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+    ) -> Dict[str, TensorMap]:
+        per_atom: List[torch.Tensor] = []
+        for system in systems:
+            samples = system.get_neighbor_list(self._neighbors).samples
+            first = samples.column("first_atom").long()
+            second = samples.column("second_atom").long()
+            shifts = samples.values[:, 2:5].to(system.positions.dtype)
+            p = system.positions
+            vectors = p[second] - p[first] + shifts @ system.cell
+            r = torch.linalg.norm(vectors, dim=1)
+            pair = 0.5 * (self._lj(r) - self._lj(torch.full_like(r[:1], self.cutoff)))
+            energy = torch.zeros(len(system), dtype=r.dtype, device=r.device)
+            energy = energy.index_add(0, first, pair).index_add(0, second, pair)
+            volume = torch.linalg.det(system.cell)  # signed
+            per_atom.append(energy + self.pressure * volume / len(system))
+        return {"energy": _energy_map(systems, per_atom, outputs["energy"])}

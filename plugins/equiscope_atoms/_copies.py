@@ -15,21 +15,26 @@ def assemble_copies(
     positions: torch.Tensor,
     cells: torch.Tensor,
     pbc: torch.Tensor,
+    improper: List[bool],
     options: List[NeighborListOptions],
     samples: List[Labels],
+    negated_samples: List[Labels],
     components: List[List[Labels]],
     properties: List[Labels],
     vectors: List[torch.Tensor],
 ) -> List[System]:
     """One System per copy ``b`` (positions ``[B, n, 3]``, cells ``[B, 3, 3]``) with
-    neighbour list ``k`` holding the pair vectors ``vectors[k][b]``."""
+    neighbour list ``k`` holding the pair vectors ``vectors[k][b]``; the copies with
+    ``improper[b]`` (negated, right-handed cells) take the samples with negated cell
+    shifts, ``negated_samples[k]``."""
     copies: List[System] = []
     for index in range(positions.shape[0]):
         copy = System(types=types, positions=positions[index], cell=cells[index], pbc=pbc)
+        flipped = improper[index]
         for k in range(len(options)):
             block = TensorBlock(
                 values=vectors[k][index],
-                samples=samples[k],
+                samples=negated_samples[k] if flipped else samples[k],
                 components=components[k],
                 properties=properties[k],
             )

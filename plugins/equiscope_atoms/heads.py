@@ -176,24 +176,34 @@ class OrbitAveraging:
                 device=elements.device,
             )
         n = elements.shape[0]
+        # improper copies get the right-handed cell -c R^T (the same lattice) and the
+        # negated cell shifts, so that their pair vectors stay R (r_j - r_i + S c)
+        improper: List[bool] = (torch.linalg.det(elements.to(torch.float64)) < 0).tolist()
         copies: List[System] = []
         for system in systems:
             for i in range(n):
                 matrix = elements[i].to(system.positions.dtype)
+                flipped = improper[i]
+                cell = system.cell @ matrix.T
                 copy = System(
                     types=system.types,
                     positions=system.positions @ matrix.T,
-                    cell=system.cell @ matrix.T,
+                    cell=-cell if flipped else cell,
                     pbc=system.pbc,
                 )
                 for options in system.known_neighbor_lists():
                     neighbors = system.get_neighbor_list(options)
                     rotated = torch.einsum("ab,pbc->pac", matrix, neighbors.values)
+                    samples = neighbors.samples
+                    if flipped:
+                        shifted = samples.values.clone()
+                        shifted[:, 2:5] = -shifted[:, 2:5]
+                        samples = Labels(samples.names, shifted)
                     copy.add_neighbor_list(
                         options,
                         TensorBlock(
                             values=rotated,
-                            samples=neighbors.samples,
+                            samples=samples,
                             components=neighbors.components,
                             properties=neighbors.properties,
                         ),

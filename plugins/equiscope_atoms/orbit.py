@@ -11,6 +11,7 @@ Conservative forces and stress come from one backward pass through a strain
 from __future__ import annotations
 
 import torch
+from metatensor.torch import Labels
 from metatomic.torch import ModelOutput, System
 
 from equiscope import Grid, SpectrumAccumulator
@@ -23,13 +24,15 @@ __all__ = ["OrbitResult", "OutputKind", "evaluate_orbit", "transformed_system"]
 
 
 def transformed_system(system: System, matrix: torch.Tensor) -> System:
-    """``g x``: positions (row vectors) and cell rows mapped by the 3x3 ``matrix``."""
+    """``g x``: positions (row vectors) and cell rows mapped by the 3x3 ``matrix``; for
+    an improper ``matrix`` (``det = -1``) the mapped cell rows are negated, which spans
+    the same lattice with a right-handed cell."""
     matrix = matrix.to(dtype=system.positions.dtype, device=system.positions.device)
+    cell = system.cell @ matrix.T
+    if float(torch.linalg.det(matrix.to(torch.float64))) < 0:
+        cell = -cell
     return System(
-        types=system.types,
-        positions=system.positions @ matrix.T,
-        cell=system.cell @ matrix.T,
-        pbc=system.pbc,
+        types=system.types, positions=system.positions @ matrix.T, cell=cell, pbc=system.pbc
     )
 
 
@@ -43,6 +46,13 @@ def _neighbor_template(model: LoadedModel, system: System):
     return [(options, with_lists.get_neighbor_list(options)) for options in requests]
 
 
+def _negated_shifts(samples: Labels) -> Labels:
+    """Pair samples ``(first_atom, second_atom, cell_shift_a/b/c)`` with negated shifts."""
+    values = samples.values.clone()
+    values[:, 2:5] = -values[:, 2:5]
+    return Labels(samples.names, values)
+
+
 def _batched_copies(system: System, template, matrices, *, forces: bool, stress: bool):
     """The copies ``g x`` for a batch of matrices, built with batched tensor operations:
     positions ``[B, n, 3]`` and cells ``[B, 3, 3]`` mapped by ``g`` (and by ``1 + eps``
@@ -51,7 +61,11 @@ def _batched_copies(system: System, template, matrices, *, forces: bool, stress:
     dtype, device = system.positions.dtype, system.positions.device
     transposed = matrices.to(dtype=dtype, device=device).transpose(1, 2)
     positions = (system.positions @ transposed).detach().requires_grad_(forces)
-    cells = system.cell @ transposed
+    # improper copies get the right-handed cell -c R^T (the same lattice) and, so that
+    # every pair vector r_j - r_i + S cell stays that of g x, the negated shifts -S
+    signs = torch.linalg.det(matrices.to(torch.float64)).sign().to(dtype=dtype, device=device)
+    improper = signs < 0
+    cells = signs[:, None, None] * (system.cell @ transposed)
     strains = torch.zeros(len(matrices), 3, 3, dtype=dtype, device=device, requires_grad=stress)
     moved, moved_cells = positions, cells
     if stress:
@@ -61,7 +75,7 @@ def _batched_copies(system: System, template, matrices, *, forces: bool, stress:
     for _, block in template:
         samples = block.samples.values
         first, second = samples[:, 0].long(), samples[:, 1].long()
-        shifts = samples[:, 2:5].to(dtype)
+        shifts = signs[:, None, None] * samples[:, 2:5].to(dtype)
         vectors = moved[:, second] - moved[:, first] + shifts @ moved_cells
         pair_vectors.append(vectors.unsqueeze(-1))
     copies = assemble_copies(
@@ -69,8 +83,10 @@ def _batched_copies(system: System, template, matrices, *, forces: bool, stress:
         moved,
         moved_cells,
         system.pbc,
+        improper.tolist(),
         [options for options, _ in template],
         [block.samples for _, block in template],
+        [_negated_shifts(block.samples) for _, block in template],
         [block.components for _, block in template],
         [block.properties for _, block in template],
         pair_vectors,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..groups.finite import FINITE_GROUP_ORDERS, finite_group
@@ -36,19 +37,63 @@ def _spherical(name, rotations, weights, inversion, check_degree, **parameters) 
     )
 
 
-def _lebedev(degree: int, inversion: bool, n_inplane: int | None) -> Grid:
-    # metatomic's own quadrature (scipy's Lebedev rule x equispaced gamma,
-    # R = Rz(alpha) Ry(beta) Rz(gamma)): equiscope and SymmetrizedModel share grids
-    from metatomic.torch.o3._quadrature import (
-        choose_quadrature,
-        get_rotation_quadrature,
-    )
+# the orders scipy.integrate.lebedev_rule provides (exact for spherical harmonics up
+# to that degree)
+_LEBEDEV_ORDERS = (
+    *range(3, 32, 2),
+    35,
+    *range(41, 132, 6),
+)
 
+
+def _zyz(alpha: np.ndarray, beta: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+    """Active rotations ``Rz(alpha) Ry(beta) Rz(gamma)``, ``[n, 3, 3]``."""
+
+    def rz(angle):
+        c, s, zero, one = np.cos(angle), np.sin(angle), 0 * angle, 0 * angle + 1
+        return np.stack(
+            [
+                np.stack([c, -s, zero], -1),
+                np.stack([s, c, zero], -1),
+                np.stack([zero, zero, one], -1),
+            ],
+            -2,
+        )
+
+    c, s, zero, one = np.cos(beta), np.sin(beta), 0 * beta, 0 * beta + 1
+    ry = np.stack(
+        [np.stack([c, zero, s], -1), np.stack([zero, one, zero], -1), np.stack([-s, zero, c], -1)],
+        -2,
+    )
+    return rz(alpha) @ ry @ rz(gamma)
+
+
+def _lebedev_product(order: int, n_inplane: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lebedev nodes ``(alpha, beta)`` x ``n_inplane`` equispaced ``gamma``,
+    ``R = Rz(alpha) Ry(beta) Rz(gamma)`` (alpha-major), weights
+    ``w_Lebedev / (4 pi n_inplane)`` summing to 1: the grid of metatomic's
+    ``SymmetrizedModel``, so that both integrate on the same points."""
+    from scipy.integrate import lebedev_rule
+
+    nodes, weights = lebedev_rule(order)  # weights sum to 4 pi
+    x, y, z = nodes
+    alpha = np.arctan2(y, x)
+    beta = np.arccos(np.clip(z, -1.0, 1.0))
+    gamma = np.linspace(0.0, 2.0 * np.pi, n_inplane, endpoint=False)
+    rotations = _zyz(
+        np.repeat(alpha, n_inplane), np.repeat(beta, n_inplane), np.tile(gamma, alpha.size)
+    )
+    return rotations, np.repeat(weights / (4.0 * np.pi * n_inplane), n_inplane)
+
+
+def _lebedev(degree: int, inversion: bool, n_inplane: int | None) -> Grid:
     if not 1 <= degree <= _MAX_LEBEDEV_DEGREE:
         raise ValueError(f"lebedev degree must be in 1..{_MAX_LEBEDEV_DEGREE}, got {degree}")
-    order, default_inplane = choose_quadrature(degree)
-    n_inplane = default_inplane if n_inplane is None else _positive("n_inplane", n_inplane)
-    rotations, weights = get_rotation_quadrature(order, n_inplane)
+    # the smallest order >= degree; degree + 1 in-plane angles average every
+    # D^lambda with lambda <= degree exactly
+    order = min(o for o in _LEBEDEV_ORDERS if o >= degree)
+    n_inplane = degree + 1 if n_inplane is None else _positive("n_inplane", n_inplane)
+    rotations, weights = _lebedev_product(order, n_inplane)
     return _spherical(
         "lebedev",
         torch.from_numpy(rotations),

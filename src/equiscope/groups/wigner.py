@@ -29,7 +29,7 @@ _PERMUTATION = torch.tensor(
 @functools.lru_cache(maxsize=64)
 def _e3nn_generators(lam: int) -> torch.Tensor:
     """e3nn's real generators ``[3, 2 lam + 1, 2 lam + 1]`` (about its x, y, z), float64."""
-    from e3nn.o3._wigner import so3_generators
+    from e3nn.o3 import so3_generators
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # e3nn builds its generators in it
@@ -74,7 +74,7 @@ def wigner_d(lam: int, rotations: torch.Tensor) -> torch.Tensor:
     rotations = rotations.to(torch.float64)
     if lam == 0:
         return torch.ones(rotations.shape[0], 1, 1, dtype=torch.float64)
-    from e3nn.o3._rotation import matrix_to_angles
+    from e3nn.o3 import matrix_to_angles
 
     p = _PERMUTATION
     alpha, beta, gamma = matrix_to_angles(p.T @ rotations @ p)
