@@ -2,6 +2,10 @@
 classes: building hundreds of them from Python costs ~0.3 ms each, from TorchScript
 a few microseconds)."""
 
+from . import _guard  # noqa: F401  (first: one line on metatensor's import trap)
+
+# isort: split
+
 from typing import List
 
 import torch

@@ -9,6 +9,10 @@ labels, and checks the options against the model. :func:`audit` is the one-call 
 
 from __future__ import annotations
 
+from . import _guard  # noqa: F401  (first: one line on metatensor's import trap)
+
+# isort: split
+
 import sys
 from typing import ClassVar
 

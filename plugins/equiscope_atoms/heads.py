@@ -22,6 +22,10 @@ Outputs are back-transformed by how their blocks are labelled: no components
 ``o3_lambda, o3_sigma`` keys (spherical, real Wigner D precomputed as buffers).
 """
 
+from . import _guard  # noqa: F401  (first: one line on metatensor's import trap)
+
+# isort: split
+
 from typing import Dict, List, Optional, Tuple
 
 import torch

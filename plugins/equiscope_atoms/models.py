@@ -7,6 +7,10 @@ the hidden layers whose features can be captured.
 
 from __future__ import annotations
 
+from . import _guard  # noqa: F401  (first: one line on metatensor's import trap)
+
+# isort: split
+
 import dataclasses
 import re
 import warnings

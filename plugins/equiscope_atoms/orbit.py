@@ -10,6 +10,10 @@ Conservative forces and stress come from one backward pass through a strain
 
 from __future__ import annotations
 
+from . import _guard  # noqa: F401  (first: one line on metatensor's import trap)
+
+# isort: split
+
 import torch
 from metatensor.torch import Labels
 from metatomic.torch import ModelOutput, System

@@ -107,13 +107,13 @@ def audit_grid(args):
 def _audit_command(args) -> int:
     """Hand ``equiscope audit`` to the first installed adapter plugin that accepts MODEL
     (jet taggers, metatomic/metatrain files, ``MODULE:FACTORY`` calculators, ...)."""
-    from .audit import adapter_plugins
+    from .audit import adapter_plugins, find_plugin
 
     failures: list[str] = []
-    plugins = adapter_plugins(failures)
-    for plugin in plugins:
-        if plugin.accepts(args.model):
-            return plugin.command(args)
+    plugin = find_plugin(args.model, failures)
+    if plugin is not None:
+        return plugin.command(args)
+    plugins = adapter_plugins()
     path = Path(args.model)
     if path.is_dir():
         raise BadInput(

@@ -5,7 +5,7 @@ orbit on a grid, jitter its inputs, find its labels); :func:`run_audit` does the
 and returns the report (see :mod:`equiscope.report` to write it).
 """
 
-from ._adapter import Adapter, AuditPlugin, adapter_plugins
+from ._adapter import Adapter, AuditPlugin, adapter_plugins, find_plugin
 from ._engine import CONVERGENCE_RTOL, run_audit
 from ._kinds import AuditOptionError, OrbitResult, OutputKind, expected_sectors
 from ._noise import JITTERS, measured_roundoff
@@ -22,6 +22,7 @@ __all__ = [
     "OutputStats",
     "adapter_plugins",
     "expected_sectors",
+    "find_plugin",
     "label_layout",
     "measured_roundoff",
     "run_audit",

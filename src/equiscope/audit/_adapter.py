@@ -78,18 +78,33 @@ class AuditPlugin:
     describes: str = ""
 
 
+def _load(point, failures: list[str] | None):
+    try:
+        return point.load()
+    except Exception as error:  # a broken plugin must not stop the others
+        if failures is not None:
+            first = (str(error).strip().splitlines() or [""])[0]
+            failures.append(f"{point.name} ({point.value}): {type(error).__name__}: {first}")
+        return None
+
+
+def _points():
+    return sorted(entry_points(group="equiscope.adapters"), key=lambda p: p.name)
+
+
 def adapter_plugins(failures: list[str] | None = None) -> list[AuditPlugin]:
     """The installed audit plugins (``equiscope.adapters`` entry points), by priority.
     A plugin that fails to import is left out; ``failures`` (if given) receives one
     line per such plugin, naming it and the error."""
-    plugins = []
-    for point in entry_points(group="equiscope.adapters"):
-        try:
-            plugin = point.load()
-        except Exception as error:  # a broken plugin must not stop the others
-            if failures is not None:
-                first = (str(error).strip().splitlines() or [""])[0]
-                failures.append(f"{point.name} ({point.value}): {type(error).__name__}: {first}")
-            continue
-        plugins.append(plugin)
-    return sorted(plugins, key=lambda p: (p.priority, p.name))
+    plugins = [_load(point, failures) for point in _points()]
+    return sorted((p for p in plugins if p is not None), key=lambda p: (p.priority, p.name))
+
+
+def find_plugin(model: str, failures: list[str] | None = None) -> AuditPlugin | None:
+    """The first plugin, in priority order, that accepts ``model`` (``None`` if none).
+    Loading a plugin is cheap: plugins import their heavy dependencies (metatensor,
+    metatomic) only when they run, so a ``MODULE:FACTORY`` calculator never loads them."""
+    for plugin in adapter_plugins(failures):
+        if plugin.accepts(model):
+            return plugin
+    return None
