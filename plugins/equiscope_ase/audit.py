@@ -479,11 +479,13 @@ def audit_calculator(
     convergence_structures: int = 1,
     shards=None,
     progress: bool = False,
+    **estimate,
 ) -> dict:
     """Audit an ASE calculator on ``structures`` (a list of ``Atoms`` or the path of a
     data file) and return the report dict of :func:`equiscope.audit.run_audit`
-    (``grid=None``: Lebedev grids refined until converged). ``declared``,
-    ``model_dtype`` and ``labels`` as for :class:`CalculatorAdapter`."""
+    (``grid=None``: the unbiased estimate with a 95 % interval; ``estimate`` takes
+    its options). ``declared``, ``model_dtype`` and ``labels`` as for
+    :class:`CalculatorAdapter`."""
     from equiscope.audit import run_audit
 
     adapter = CalculatorAdapter(
@@ -498,4 +500,5 @@ def audit_calculator(
         convergence_structures=convergence_structures,
         shards=shards,
         progress=progress,
+        **estimate,
     )

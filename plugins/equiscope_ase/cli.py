@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from equiscope.audit import AuditPlugin
-from equiscope.cli import BadInput, audit_grid, output_folder, parse_labels, require_at_least
+from equiscope.cli import (
+    BadInput,
+    audit_grid,
+    estimate_options,
+    output_folder,
+    parse_labels,
+    require_at_least,
+)
 
 __all__ = ["AUDIT", "is_factory_spec"]
 
@@ -58,6 +65,7 @@ def _audit(args) -> int:
         raise BadInput(f"--max-lambda must be non-negative, got {args.max_lambda}")
     output = output_folder(args.output)
     grid = audit_grid(args)
+    estimate = estimate_options(args) if grid is None else {}
     labels = parse_labels(args.labels)
     try:
         requested, declared = parse_outputs(args.outputs)
@@ -92,6 +100,7 @@ def _audit(args) -> int:
                     layers=[],
                     convergence_structures=args.convergence_structures,
                     shards=shards,
+                    **estimate,
                 )
         except (FactoryError, DataError, AuditOptionError) as error:
             raise BadInput(str(error)) from None

@@ -186,7 +186,7 @@ def audit(
     model: LoadedModel,
     structures: list[Structure],
     *,
-    grid: eq.Grid | None = None,
+    grid: eq.Grid | str | None = None,
     max_lambda: int | None = None,
     outputs: list[str] | None = None,
     layers: list[str] | None = None,
@@ -194,12 +194,17 @@ def audit(
     convergence_structures: int = 1,
     progress: bool = True,
     shards: Shards | None = None,
+    **estimate,
 ) -> dict:
     """Audit ``model`` on ``structures``; returns the report as a dict.
 
-    ``grid=None`` chooses automatically: Lebedev grids of increasing degree until
-    the equivariance RMSE of every output changes by less than 1 % on the first
-    structures. ``layers=None`` captures every layer the model exposes.
+    ``grid=None`` (the default) estimates each output's equivariance RMSE with a 95 %
+    interval and its spectrum, without bias, from randomly oriented octahedral grids
+    (``estimate``: ``precision``, ``replicates``, ``max_replicates``,
+    ``estimate_grid``, ``seed``; see :func:`equiscope.audit.run_audit`); a
+    :class:`~equiscope.Grid` is used as it is; ``"auto"`` refines Lebedev grids until
+    the RMSE changes by less than 1 % on the first structures. ``layers=None``
+    captures every layer the model exposes.
 
     ``shards`` (e.g. ``Shards.current()`` inside a ``torchrun`` process group): each
     process audits one contiguous block of ``structures``, of about equal atom counts,
@@ -228,4 +233,5 @@ def audit(
         convergence_structures=convergence_structures,
         progress=progress,
         shards=shards,
+        **estimate,
     )

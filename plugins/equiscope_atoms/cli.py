@@ -12,6 +12,7 @@ from equiscope.cli import (
     BadInput,
     DefaultsHelpFormatter,
     audit_grid,
+    estimate_options,
     output_folder,
     parse_labels,
     parse_list,
@@ -45,6 +46,7 @@ def _audit(args) -> int:
         raise BadInput(f"--max-lambda must be non-negative, got {args.max_lambda}")
     output = output_folder(args.output)
     grid = audit_grid(args)
+    estimate = estimate_options(args) if grid is None else {}
     layers = {"all": None, "none": []}.get(args.layers, parse_list(args.layers))
     labels = parse_labels(args.labels)
     shards = sharding.Shards()
@@ -80,6 +82,7 @@ def _audit(args) -> int:
                 batch_size=args.batch_size,
                 convergence_structures=args.convergence_structures,
                 shards=shards,
+                **estimate,
             )
         except (ModelLoadError, DataError, AuditOptionError) as error:
             raise BadInput(str(error)) from None

@@ -219,8 +219,11 @@ def evaluate_orbit(
     hooked = [path for path in layers if path not in model.layers]
     for path in featured:
         model_outputs[f"mtt::feature::{path}"] = ModelOutput(sample_kind="atom")
+    oriented = bool(grid.parameters.get("oriented", False))
     accumulators = {
-        path: SpectrumAccumulator(grid, grid.exact_degree if max_lambda is None else max_lambda)
+        path: SpectrumAccumulator(
+            grid, grid.exact_degree if max_lambda is None else max_lambda, any_degree=oriented
+        )
         for path in layers
     }
     responses: dict[str, list[torch.Tensor]] = {}
@@ -263,5 +266,10 @@ def evaluate_orbit(
     return OrbitResult(
         responses={name: torch.cat(parts) for name, parts in responses.items()},
         kinds=kinds,
-        layers={path: acc.spectrum(completeness_rtol=1.0) for path, acc in accumulators.items()},
+        # an oriented replicate hands its accumulators over: the estimate needs their
+        # coefficients (unbiased only in products of independent replicates)
+        layers={
+            path: acc if oriented else acc.spectrum(completeness_rtol=1.0)
+            for path, acc in accumulators.items()
+        },
     )

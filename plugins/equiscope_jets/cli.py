@@ -333,7 +333,7 @@ def audit_jet_model(args: argparse.Namespace) -> int | None:
         model=args.model,
         data=args.data,
         output=args.output,
-        groups=",".join(DEFAULT_GROUPS) if args.grid == "auto" else args.grid,
+        groups=",".join(DEFAULT_GROUPS) if args.grid in ("auto", "estimate") else args.grid,
         jets=args.structures or _DEFAULT_AUDIT_JETS,
         degree=args.degree,
         n=args.n,

@@ -34,7 +34,7 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-ATOM_GRIDS = ("auto", "lebedev", "tetrahedral", "octahedral", "icosahedral", "random")
+ATOM_GRIDS = ("estimate", "auto", "lebedev", "tetrahedral", "octahedral", "icosahedral", "random")
 
 
 def require_at_least(*checks: tuple[str, int, int]) -> None:
@@ -83,10 +83,14 @@ def parse_list(text: str | None) -> list[str] | None:
 
 
 def audit_grid(args):
+    """``--grid`` as ``run_audit`` takes it: ``None`` for the default estimate,
+    ``"auto"``, or a :class:`~equiscope.Grid`."""
     from .grids import grid
 
-    if args.grid == "auto":
+    if args.grid == "estimate":
         return None
+    if args.grid == "auto":
+        return "auto"
     if args.grid not in ATOM_GRIDS:
         raise BadInput(
             f"--grid: unknown grid '{args.grid}' for atomistic models; expected one of "
@@ -102,6 +106,21 @@ def audit_grid(args):
         )
     except ValueError as error:
         raise BadInput(f"--grid: {error}") from None
+
+
+def estimate_options(args) -> dict:
+    """The default estimate's options from the ``audit`` arguments (for ``run_audit``)."""
+    from .grids import grid
+
+    if not args.precision > 0:
+        raise BadInput(f"--precision must be positive, got {args.precision}")
+    require_at_least(("--max-replicates", args.max_replicates, 6))
+    return {
+        "precision": args.precision,
+        "max_replicates": args.max_replicates,
+        "seed": args.seed,
+        "estimate_grid": grid("icosahedral", inversion=not args.no_inversion),
+    }
 
 
 def _audit_command(args) -> int:
@@ -182,18 +201,37 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("-o", "--output", default="equiscope-audit", help="report folder")
     audit.add_argument(
         "--grid",
-        default="auto",
-        help="auto (Lebedev grids refined until the equivariance RMSE changes < 1%%), "
-        "lebedev, tetrahedral, octahedral, icosahedral or random (default: %(default)s)",
+        default="estimate",
+        help="estimate: unbiased estimates of A (with a 95%% interval) and of the spectra "
+        "from randomly oriented icosahedral grids, repeated until A is known to "
+        "--precision; auto: Lebedev grids refined until A changes < 1%%; or a fixed grid: "
+        "lebedev, tetrahedral, octahedral, icosahedral, random",
+    )
+    audit.add_argument(
+        "--precision",
+        type=float,
+        default=0.1,
+        help="--grid estimate: target half-width of the 95%% interval of A, relative to A",
+    )
+    audit.add_argument(
+        "--max-replicates",
+        type=int,
+        default=24,
+        help="--grid estimate: at most this many oriented grids per structure",
     )
     audit.add_argument("--degree", type=int, help="Lebedev degree (mean exact to it)")
     audit.add_argument("--n", type=int, help="number of rotations of a random grid")
-    audit.add_argument("--seed", type=int, default=0, help="seed of a random grid")
+    audit.add_argument(
+        "--seed", type=int, default=0, help="seed of the random orientations or random grid"
+    )
     audit.add_argument(
         "--no-inversion", action="store_true", help="SO(3) only: leave out improper elements"
     )
     audit.add_argument(
-        "--max-lambda", type=int, help="largest lambda in spectra (default: what the grid resolves)"
+        "--max-lambda",
+        type=int,
+        help="largest lambda in spectra (when not given: 4 for --grid estimate, else what "
+        "the grid resolves)",
     )
     audit.add_argument(
         "--outputs",

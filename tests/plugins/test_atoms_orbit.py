@@ -175,5 +175,5 @@ def test_unknown_atomic_types_are_refused_before_any_copy_is_evaluated():
         cell=system.cell,
         pbc=system.pbc,
     )
-    with pytest.raises(ValueError, match=r"atomic types \[79\] are not known to the model"):
+    with pytest.raises(ValueError, match=r"atomic types Au \(79\) are not known to the model"):
         evaluate_orbit(model, gold, eq.grid("octahedral"), outputs=["energy"])

@@ -14,6 +14,7 @@ contiguous block of the samples and the partial sums are merged in block order.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 from ..grids import Grid
@@ -21,11 +22,28 @@ from ..grids import grid as make_grid
 from ..groups import sector_label
 from ..metrics import refine
 from ..shards import Shards
+from ._estimate import EstimateStats, LayerEstimates, run_replicates
 from ._kinds import AuditOptionError
 from ._noise import measured_roundoff
 from ._stats import OutputStats
 
-__all__ = ["CONVERGENCE_RTOL", "run_audit"]
+__all__ = [
+    "CONVERGENCE_RTOL",
+    "DEFAULT_ESTIMATE_MAX_LAMBDA",
+    "DEFAULT_MAX_REPLICATES",
+    "DEFAULT_PRECISION",
+    "DEFAULT_REPLICATES",
+    "run_audit",
+]
+
+DEFAULT_PRECISION = 0.1
+"""Target half-width of the 95 % interval of A, relative to A, of the default audit."""
+DEFAULT_REPLICATES = 4
+"""Randomly oriented copies of the base grid per sample in the first round."""
+DEFAULT_MAX_REPLICATES = 24
+"""The most replicates a sample gets while the interval is too wide."""
+DEFAULT_ESTIMATE_MAX_LAMBDA = 4
+"""Spectra of the default audit go up to this lambda (the rest is above_max_lambda)."""
 
 CONVERGENCE_RTOL = 0.01
 """A grid is converged when the equivariance RMSE changes by less than this
@@ -35,6 +53,12 @@ CONVERGENCE_RTOL = 0.01
 def _relative(a: float, b: float, floor: float = 0.0) -> float:
     scale = max(abs(a), abs(b), floor)
     return abs(a - b) / scale if scale > 0 else 0.0
+
+
+def _index(sample, position: int) -> int:
+    """The sample's index in its data file (an ``index`` attribute), else its position."""
+    index = getattr(sample, "index", position)
+    return index if isinstance(index, int) and not isinstance(index, bool) else position
 
 
 def _described(adapter, indexed) -> dict:
@@ -141,19 +165,31 @@ def run_audit(
     adapter,
     samples: list,
     *,
-    grid: Grid | None = None,
+    grid: Grid | str | None = None,
     max_lambda: int | None = None,
     outputs: list[str] | None = None,
     layers: list[str] | None = None,
     convergence_structures: int = 1,
     progress: bool = True,
     shards: Shards | None = None,
+    precision: float = DEFAULT_PRECISION,
+    replicates: int = DEFAULT_REPLICATES,
+    max_replicates: int = DEFAULT_MAX_REPLICATES,
+    estimate_grid: Grid | None = None,
+    seed: int = 0,
 ) -> dict:
     """Audit ``adapter``'s model on ``samples``; returns the report as a dict.
 
-    ``grid=None`` chooses automatically: Lebedev grids of increasing degree until the
-    equivariance RMSE of every output changes by less than 1 % on the first samples.
-    ``layers=None`` captures every layer the adapter offers. ``shards``: each process
+    ``grid=None`` (or ``"estimate"``), the default, estimates every output's A and
+    spectrum without bias from ``replicates`` randomly oriented copies of
+    ``estimate_grid`` (icosahedral with inversion) per sample, adding replicates until
+    the 95 % interval of A is within ``precision`` (relative) or below 10 noise floors,
+    up to ``max_replicates`` (see :mod:`._estimate`); ``seed`` makes the orientations
+    reproducible. A :class:`Grid` is used as it is (deterministic; it sees nothing of
+    the sectors it leaves invariant, which the report says). ``"auto"`` refines
+    Lebedev grids until the equivariance RMSE changes by less than 1 % on the first
+    ``convergence_structures`` samples. ``layers=None`` captures every layer the adapter
+    offers. ``shards``: each process
     audits one contiguous block of ``samples`` of about equal atom counts and every
     process returns the merged report, the one a single process gives; the
     convergence probe runs on rank 0 and its result is broadcast; an error on one
@@ -171,7 +207,33 @@ def run_audit(
         check_layers(layers)
     elif layers:
         raise AuditOptionError(f"no hidden layers can be captured from {adapter.source}")
-    indexed = [(getattr(s, "index", i), s) for i, s in enumerate(samples)]
+    indexed = [(_index(s, i), s) for i, s in enumerate(samples)]
+    if grid is None or (isinstance(grid, str) and grid == "estimate"):
+        if replicates < 3 or max_replicates < replicates:
+            raise AuditOptionError(
+                f"replicates must be at least 3 and at most max_replicates, got {replicates} "
+                f"and {max_replicates}"
+            )
+        if not precision > 0:
+            raise AuditOptionError(f"precision must be positive, got {precision}")
+        report = _estimate_audit(
+            adapter,
+            indexed,
+            outputs,
+            layers,
+            estimate_grid or make_grid("icosahedral", inversion=True),
+            DEFAULT_ESTIMATE_MAX_LAMBDA if max_lambda is None else max_lambda,
+            shards,
+            progress=progress,
+            precision=precision,
+            replicates=replicates,
+            max_replicates=max_replicates,
+            seed=seed,
+        )
+        report["seconds"] = time.perf_counter() - start
+        return report
+    if isinstance(grid, str) and grid != "auto":
+        raise AuditOptionError(f"grid '{grid}': expected a Grid, 'estimate' or 'auto'")
     probe = indexed[: max(1, convergence_structures)]
 
     def rmse_on(g):
@@ -184,7 +246,7 @@ def run_audit(
         return values
 
     history = []
-    if grid is None:
+    if isinstance(grid, str):  # "auto"
         degree = max(4, 2 * (max_lambda or 2))
         grid = make_grid("lebedev", degree=degree, inversion=True)
         coarse = rmse_on(grid)
@@ -218,10 +280,8 @@ def run_audit(
     report_outputs = {}
     for name, st in stats.items():
         summary = st.summary(grid, adapter.dtype)
-        unit = adapter.unit(name)
-        summary["unit"] = f"{unit}/atom" if unit and summary["per_atom"] else unit
-        if name in getattr(adapter, "derived", {}):
-            summary["derived_from"] = adapter.derived[name]
+        _annotate(adapter, name, summary)
+        summary["equivariance_rmse_ci95"] = None  # a deterministic grid the user chose
         summary["converged"] = None
         if history:
             grid_a, grid_b, values_a, values_b = history[-1]
@@ -237,22 +297,13 @@ def run_audit(
         report_outputs[name] = summary
     report_layers = {}
     for path, norms in layer_norms.items():
-        total = sum(norms.values())
         residual, full = layer_residual[path]
         report_layers[path] = {
-            "spectrum": {sector_label(k): v / total for k, v in norms.items()},
-            "above_max_lambda": residual / full if full else 0.0,
+            "spectrum": {sector_label(k): (v / full if full else 0.0) for k, v in norms.items()},
+            "above_max_lambda": max(residual / full, 0.0) if full else 0.0,
         }
     return {
-        "model": adapter.source,
-        "model_dtype": str(adapter.dtype).replace("torch.", ""),
-        "structures": len(samples),
-        "sample_noun": adapter.words.get("samples", "samples"),
-        "atoms": sum(adapter.size(s) for s in samples),
-        "per_structure": _described(adapter, indexed),
-        "symmetrizable": bool(getattr(adapter, "symmetrizable", False)),
-        "grid": grid.to_dict(),
-        "max_lambda": max_lambda,
+        **_header(adapter, indexed, grid.to_dict(), max_lambda, shards),
         "outputs": report_outputs,
         "layers": report_layers,
         "auto_grid": [
@@ -264,5 +315,151 @@ def run_audit(
             for a, b, ca, cb in history
         ],
         "seconds": time.perf_counter() - start,
+    }
+
+
+def _annotate(adapter, name: str, summary: dict) -> None:
+    """The unit (per atom for extensive outputs) and what the output derives from."""
+    unit = adapter.unit(name)
+    summary["unit"] = f"{unit}/atom" if unit and summary["per_atom"] else unit
+    if name in getattr(adapter, "derived", {}):
+        summary["derived_from"] = adapter.derived[name]
+
+
+def _header(adapter, indexed, grid: dict, max_lambda: int, shards: Shards) -> dict:
+    return {
+        "model": adapter.source,
+        "model_dtype": str(adapter.dtype).replace("torch.", ""),
+        "structures": len(indexed),
+        "sample_noun": adapter.words.get("samples", "samples"),
+        "atoms": sum(adapter.size(s) for _, s in indexed),
+        "per_structure": _described(adapter, indexed),
+        "symmetrizable": bool(getattr(adapter, "symmetrizable", False)),
+        "grid": grid,
+        "max_lambda": max_lambda,
         "processes": shards.size,
     }
+
+
+def _merge_estimates(parts):
+    stats: dict[str, EstimateStats] = {}
+    layers = LayerEstimates()
+    copies = 0
+    for part_stats, part_layers, part_copies in parts:
+        for name, st in part_stats.items():
+            if name in stats:
+                stats[name].merge(st)
+            else:
+                stats[name] = st
+        layers.merge(part_layers)
+        copies += part_copies
+    return stats, layers, copies
+
+
+def _estimate_audit(
+    adapter,
+    indexed,
+    outputs,
+    layers,
+    base: Grid,
+    max_lambda: int,
+    shards: Shards,
+    *,
+    progress: bool,
+    precision: float,
+    replicates: int,
+    max_replicates: int,
+    seed: int,
+) -> dict:
+    """The default audit (see :func:`run_audit`): rounds of replicates until precise."""
+    block = shards.block(indexed, [adapter.size(s) for _, s in indexed])
+    show = progress and shards.leader
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        noun = adapter.words.get("samples", "samples")
+        bar = tqdm(
+            total=len(block) * replicates * base.size,
+            desc=f"audit of {len(indexed)} {noun}",
+            unit="copy",
+        )
+    stats, layer_estimates, copies, k = None, None, 0, 0
+    round_index = 0
+    try:
+        while True:
+            extra = (
+                replicates
+                if stats is None
+                else _more_replicates(stats, k, precision, adapter.dtype)
+            )
+            extra = min(extra, max_replicates - k)
+            if extra < 3 and stats is not None:
+                break
+            if bar is not None and stats is not None:
+                bar.total += len(block) * extra * base.size
+                bar.refresh()
+
+            def work(extra=extra, round_index=round_index):
+                return run_replicates(
+                    adapter,
+                    block,
+                    base,
+                    outputs,
+                    layers,
+                    max_lambda,
+                    extra,
+                    seed=seed,
+                    round_index=round_index,
+                    roundoff=round_index == 0,
+                    progress=bar,
+                )
+
+            parts = shards.all_gather(_attempt(shards, work))
+            _raise_failures(parts)
+            new_stats, new_layers, new_copies = _merge_estimates(parts)
+            copies += new_copies
+            if stats is None:
+                stats, layer_estimates = new_stats, new_layers
+            else:
+                for name, st in stats.items():
+                    st.absorb(new_stats[name])
+                layer_estimates.absorb(new_layers)
+            k += extra
+            round_index += 1
+            if _more_replicates(stats, k, precision, adapter.dtype) == 0:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    report_outputs = {}
+    for name, st in stats.items():
+        summary = st.summary(base.group, adapter.dtype, precision)
+        _annotate(adapter, name, summary)
+        report_outputs[name] = summary
+    grid = {
+        **base.to_dict(),
+        "randomly_oriented": True,
+        "replicates": k,
+        "copies": copies,
+        "precision_target": precision,
+    }
+    return {
+        **_header(adapter, indexed, grid, max_lambda, shards),
+        "outputs": report_outputs,
+        "layers": layer_estimates.report(),
+        "auto_grid": [],
+    }
+
+
+def _more_replicates(stats: dict, k: int, precision: float, dtype) -> int:
+    """Replicates to add to every sample so that each output's interval reaches
+    ``precision`` (0 when all do, or sit below their floor): the variance falls as
+    1 / replicates, so ``k ((width / precision)^2 - 1)``, at least 3."""
+    needed = 0
+    for st in stats.values():
+        width = st.summary_precision(dtype)
+        if width is not None and width > precision:
+            factor = min((width / precision) ** 2, 64.0)
+            needed = max(needed, math.ceil(k * (factor - 1)))
+    return 0 if needed == 0 else max(needed, 3)

@@ -31,7 +31,9 @@ class OutputKind:
 class OrbitResult:
     """Direct-frame responses ``u(g_i) = f(g_i x)`` of one sample on a grid,
     ``{name: [n_grid, rows, properties, *components]}`` (float64, CPU), their kinds,
-    and the spectra of hidden layers ``{path: equiscope.Spectrum}``."""
+    and the spectra of hidden layers ``{path: equiscope.Spectrum}`` (for a randomly
+    oriented replicate grid, ``grid.parameters["oriented"]``, their
+    :class:`~equiscope.SpectrumAccumulator` instead, built with ``any_degree=True``)."""
 
     responses: dict[str, torch.Tensor]
     kinds: dict[str, OutputKind]

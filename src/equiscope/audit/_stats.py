@@ -42,6 +42,7 @@ class OutputStats:
         self.sum_value2 = 0.0
         self.value_entries = 0
         self.sector_norms: dict = {}
+        self.sum_total = 0.0  # sum_i w_i |u_i|^2, the norm the sectors are fractions of
         self.roundoff = 0.0
         self.errors = {"oriented": 0.0, "symmetrized": 0.0, "equivariance": 0.0}
         self.error_entries = 0
@@ -67,6 +68,8 @@ class OutputStats:
         self.per_structure.append(math.sqrt(structure_a2 / entries))
         self.sum_value2 += float(responses.square().sum()) / scale / responses.shape[0]
         self.value_entries += entries
+        flat = responses.reshape(responses.shape[0], -1).to(torch.float64)
+        self.sum_total += float(grid.weights @ flat.square().sum(1))
         sectors, norms = metrics.sector_norms(responses, grid, max_lambda)
         for sector, value in zip(sectors, norms.reshape(len(sectors), -1).sum(1), strict=True):
             self.sector_norms[sector] = self.sector_norms.get(sector, 0.0) + float(value)
@@ -85,6 +88,7 @@ class OutputStats:
         self.sum_value2 += other.sum_value2
         self.value_entries += other.value_entries
         self.roundoff += other.roundoff
+        self.sum_total += other.sum_total
         self.error_entries += other.error_entries
         for key, value in other.errors.items():
             self.errors[key] += value
@@ -105,8 +109,9 @@ class OutputStats:
 
     def summary(self, grid: Grid, dtype: torch.dtype) -> dict:
         """The output's entry of ``report.json``."""
-        total = sum(self.sector_norms.values())
+        total = self.sum_total
         fractions = {k: (v / total if total > 0 else 0.0) for k, v in self.sector_norms.items()}
+        above = max(0.0, 1.0 - sum(fractions.values())) if total > 0 else 0.0
         expected = expected_sectors(self.kind.irrep, grid.group)
         breaking = sorted(
             ((k, v) for k, v in fractions.items() if k not in expected),
@@ -122,6 +127,7 @@ class OutputStats:
             "roundoff_measured": measured,
             "rms_value": rms,
             "spectrum": {sector_label(k): v for k, v in fractions.items()},
+            "above_max_lambda": above,
             "expected_sectors": sorted(sector_label(k) for k in expected),
             "breaking_sectors": {sector_label(k): v for k, v in breaking[:3]},
             "per_structure_equivariance": self.per_structure,

@@ -72,6 +72,18 @@ def _cross(vectors: torch.Tensor) -> float:
     return float((total.square().sum() - flat.square().sum()) / (k * (k - 1)))
 
 
+def _jackknife_cross(vectors: torch.Tensor) -> float:
+    """Delete-one jackknife variance of :func:`_cross` over the ``K`` replicates."""
+    k = vectors.shape[0]
+    flat = vectors.reshape(k, -1)
+    total = flat.sum(0)
+    norms = flat.square().sum(1)
+    square_sum = float(norms.sum())
+    # without replicate a: |S - v_a|^2 - (sum |v|^2 - |v_a|^2), over (K-1)(K-2)
+    without = ((total - flat).square().sum(1) - (square_sum - norms)) / ((k - 1) * (k - 2))
+    return float((k - 1) / k * (without - without.mean()).square().sum())
+
+
 @dataclasses.dataclass
 class SampleEstimate:
     """One sample's estimates from ``k`` replicates: ``a2`` (A^2 summed over entries)
@@ -85,6 +97,7 @@ class SampleEstimate:
     sectors: dict
     total: float
     errors: dict | None = None
+    sector_variances: dict = dataclasses.field(default_factory=dict)
 
     def combined(self, other: SampleEstimate) -> SampleEstimate:
         """Both estimates as one, weighted by their replicates (independent draws)."""
@@ -104,6 +117,10 @@ class SampleEstimate:
             sectors={s: mix(v, other.sectors.get(s, 0.0)) for s, v in self.sectors.items()},
             total=mix(self.total, other.total),
             errors=errors,
+            sector_variances={
+                s: wa**2 * v + wb**2 * other.sector_variances.get(s, 0.0)
+                for s, v in self.sector_variances.items()
+            },
         )
 
 
@@ -151,9 +168,11 @@ class ReplicateEstimate:
             [self._a2(means[keep[a]], squares[keep[a]]) for a in range(k)], dtype=torch.float64
         )
         variance = float((k - 1) / k * (leave_one_out - leave_one_out.mean()).square().sum())
-        sectors = {}
+        sectors, sector_variances = {}, {}
         for index, sector in enumerate(self.sectors):
-            sectors[sector] = _cross(torch.stack([c[index] for c in self._coefficients]))
+            stacked = torch.stack([c[index] for c in self._coefficients])
+            sectors[sector] = _cross(stacked)
+            sector_variances[sector] = _jackknife_cross(stacked)
         errors = None
         if reference is not None:
             y = reference.reshape(-1).to(torch.float64)
@@ -163,7 +182,9 @@ class ReplicateEstimate:
                 "symmetrized": _cross(means) - cross_term,
                 "equivariance": a2,
             }
-        return SampleEstimate(k, a2, variance, sectors, float(squares.mean()), errors)
+        return SampleEstimate(
+            k, a2, variance, sectors, float(squares.mean()), errors, sector_variances
+        )
 
 
 def t_quantile(df: int, level: float = 0.95) -> float:
