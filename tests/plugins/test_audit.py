@@ -170,7 +170,10 @@ def test_report_files(planted, tmp_path):
     assert saved["grid"]["exact_degree"] == 1
     for out in saved["outputs"].values():
         assert {"equivariance_rmse", "noise_floor", "spectrum", "converged"} <= set(out)
-        assert sum(out["spectrum"].values()) == pytest.approx(1.0, abs=1e-9)
+        # fractions of the total: what the grid does not resolve is above max lambda
+        assert sum(out["spectrum"].values()) + out["above_max_lambda"] == pytest.approx(
+            1.0, abs=1e-9
+        )
     text = (folder / "report.md").read_text(encoding="utf-8")
     assert "| energy (eV/atom) |" in text and "| non_conservative_force (eV/Å) |" in text
     for figure in ("output_spectra.png", "errors.png", "convergence.png"):
@@ -194,7 +197,7 @@ def test_auto_grid_stops_when_converged(planted):
     model_path, data, _ = planted
     model = load_model(model_path)
     structures = read_structures(data, atomic_types=model.atomic_types)
-    report = audit(model, structures, grid=None, max_lambda=2, outputs=["energy"], progress=False)
+    report = audit(model, structures, grid="auto", max_lambda=2, outputs=["energy"], progress=False)
     # energy holds lambda <= 2 only: the first refinement already agrees
     assert len(report["auto_grid"]) == 1
     assert report["auto_grid"][0]["relative_change"]["energy"] < 1e-8

@@ -84,8 +84,8 @@ def bad_data(folder, kind):
         ("unknown-grid", "unknown grid 'cubic'"),
         (
             "axial-grid",
-            "--grid: unknown grid 'so2' for atomistic models; expected one of auto, lebedev, "
-            "tetrahedral, octahedral, icosahedral, random$",
+            "--grid: unknown grid 'so2' for atomistic models; expected one of estimate, auto, "
+            "lebedev, tetrahedral, octahedral, icosahedral, random$",
         ),
         ("bad-layer", r"unknown layer\(s\) gnn_layers.9_node"),
         ("bad-device", "device 'tpu9' cannot be used"),
