@@ -80,8 +80,8 @@ class EquiscopeCalculator(Calculator):
         space-group operations (spglib, tolerance ``symprec`` in Angstrom): forces
         and stress get the crystal's symmetry exactly; structures that are not 3D
         periodic are left as they are, with a warning
-    :param max_lambda, probe, tolerance, **kwargs: metatomic models only (see
-        :class:`equiscope_ase._metatomic.HeadCalculator`; ``device``,
+    :param max_lambda, probe, tolerance, kwargs: metatomic models only (see
+        ``equiscope_ase._metatomic.HeadCalculator``; ``device``,
         ``non_conservative``, ``additional_outputs``, ... go to metatomic-ase)
 
     Asking for ``stress`` of a structure without a 3D cell, or for a property the

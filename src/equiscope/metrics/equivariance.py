@@ -174,9 +174,14 @@ def pooled_rmse(squared, n_components: int = 1, n_atoms=None) -> float:
 
 
 def noise_floor(values, dtype: torch.dtype = torch.float32) -> float:
-    """Round-off level of a model computing in ``dtype``: ``eps(dtype) * RMS(values)``.
+    """A cheap **lower bound** on the round-off of a model computing in ``dtype``:
+    ``eps(dtype) * RMS(values)``.
 
-    An equivariance RMSE at or below this is round-off, not symmetry breaking.
+    The real round-off of forces and stresses of float32 models (sums over neighbours,
+    derivatives) is often 10-1000 times larger, so a symmetric model can look broken
+    against this bound. Audits use the *measured* floor instead,
+    :func:`equiscope.audit.measured_roundoff` (the spread of the outputs when the
+    inputs move by their own rounding error), and report the larger of the two.
     """
     values = torch.as_tensor(values).detach().to(torch.float64)
     if values.numel() == 0:
