@@ -74,3 +74,27 @@ def test_plugins_register_through_entry_points():
 
     names = [plugin.name for plugin in adapter_plugins()]
     assert names[:2] == ["jets", "metatomic"]  # taggers are recognised before other files
+
+
+def test_no_import_circle_between_packages():
+    """Plugins may use the core and each other, but never in a circle (the jet
+    adapter, for one, imports nothing of the atomistic one)."""
+    packages = ("equiscope", *PLUGINS)
+    graph = {name: set() for name in packages}
+    roots = {"equiscope": ROOT / "src" / "equiscope"}
+    roots |= {name: ROOT / "plugins" / name for name in PLUGINS}
+    for name, folder in roots.items():
+        for path in folder.rglob("*.py"):
+            for module in _imported_modules(path):
+                top = module.split(".")[0]
+                if top in graph and top != name:
+                    graph[name].add(top)
+    assert "equiscope_atoms" not in graph["equiscope_jets"]
+
+    def reaches(start, goal, seen=()):
+        return any(
+            n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph[start]
+        )
+
+    circles = [name for name in packages if reaches(name, name)]
+    assert circles == [], graph
