@@ -278,6 +278,8 @@ class CalculatorAdapter:
             )
         self.calculator = calculator
         self.words = {"sample": "structure", "samples": "structures"}
+        self.derived = {"forces": "energy", "stress": "energy"}
+        self.symmetrizable = "calculator"  # EquiscopeCalculator averages any calculator
         self.layers: list[str] = []
         self.declared = dict(declared or {})
         for name, irrep in self.declared.items():
@@ -292,6 +294,10 @@ class CalculatorAdapter:
         self.label_keys = dict(labels or {})
         self.source = source or type(calculator).__name__
         self.notes: list[str] = []
+
+    def describe(self, sample) -> str:
+        """The chemical formula of the structure (e.g. ``"Cu8"``)."""
+        return sample.atoms.get_chemical_formula(mode="hill")
 
     # -- what to audit ---------------------------------------------------------------
     def _implemented(self) -> list[str]:

@@ -334,7 +334,7 @@ def _header(adapter, indexed, grid: dict, max_lambda: int, shards: Shards) -> di
         "sample_noun": adapter.words.get("samples", "samples"),
         "atoms": sum(adapter.size(s) for _, s in indexed),
         "per_structure": _described(adapter, indexed),
-        "symmetrizable": bool(getattr(adapter, "symmetrizable", False)),
+        "symmetrizable": getattr(adapter, "symmetrizable", False),  # True, "calculator"
         "grid": grid,
         "max_lambda": max_lambda,
         "processes": shards.size,

@@ -253,13 +253,8 @@ def advice(report: dict, name: str) -> str | None:
     degrees, inversion = removal_needs(source, share)
     grid_name, degree, size = _grid_for(degrees, inversion)
     spherical = not isinstance(out["irrep"], str) and int(out["irrep"][0]) > 3
-    command = symmetrize_command(
-        report["model"],
-        grid_name,
-        degree=degree,
-        inversion=inversion,
-        max_lambda=int(out["irrep"][0]) if spherical else None,
-    )
+    max_lambda = int(out["irrep"][0]) if spherical else None
+    command = _head_command(report, grid_name, degree, inversion, max_lambda)
     removes = f"lambda {', '.join(map(str, sorted(degrees)))}" if degrees else ""
     if inversion:
         removes += (" and " if removes else "") + "the parity-odd part"
@@ -377,9 +372,14 @@ def _advice_lines(report: dict) -> list[str]:
             if unconverged
             else ""
         )
-        + ". One head averages every output of the model (forces and stress come from "
-        "its averaged energy); audit the symmetrised model (`equiscope audit "
-        "MODEL-sym.pt DATA`) to confirm.",
+        + (
+            ". EquiscopeCalculator averages energy, forces and stress of the calculator "
+            "alike; audit the wrapped calculator (a factory returning it) to confirm."
+            if report.get("symmetrizable") == "calculator"
+            else ". One head averages every output of the model (forces and stress come "
+            "from its averaged energy); audit the symmetrised model (`equiscope audit "
+            "MODEL-sym.pt DATA`) to confirm."
+        ),
     ]
     return lines
 
@@ -397,41 +397,79 @@ def _advice_for_all(report: dict, broken: list[str]) -> str | None:
         return None
     inversion = any(i for _, i in needs)
     grid_name, degree, size = _grid_for(set().union(*(d for d, _ in needs)), inversion)
-    command = symmetrize_command(report["model"], grid_name, degree=degree, inversion=inversion)
+    command = _head_command(report, grid_name, degree, inversion, None)
     return f"`{command}` ({size} evaluations per call)"
+
+
+def _head_command(report: dict, grid: str, degree, inversion: bool, max_lambda) -> str:
+    """How to get the averaged model: ``equiscope symmetrize`` for a metatomic model,
+    ``EquiscopeCalculator`` around an ASE calculator."""
+    if report.get("symmetrizable") == "calculator":
+        options = f", grid={grid!r}" + (f", degree={degree}" if degree else "")
+        return f"EquiscopeCalculator(calculator{options}, inversion={inversion})"
+    return symmetrize_command(
+        report["model"], grid, degree=degree, inversion=inversion, max_lambda=max_lambda
+    )
+
+
+def _grid_line(report: dict) -> str:
+    grid, degree = report["grid"], _degree(report)
+    if grid.get("randomly_oriented"):
+        return (
+            f"- estimate: {grid['replicates']} randomly oriented {grid['name']} grids on "
+            f"{grid['group']} per {_noun(report).rstrip('s')} ({grid['size']} elements each, "
+            f"{grid['copies']} evaluations in all); spectra up to {degree} = "
+            f"{report['max_lambda']}"
+        )
+    return (
+        f"- grid: {grid['name']} on {grid['group']}, {grid['size']} elements, products "
+        f"exact to {degree} = {grid['exact_degree']}; spectra up to {degree} = "
+        f"{report['max_lambda']}"
+    )
+
+
+def _with_interval(out: dict) -> str:
+    """The equivariance RMSE, with its 95 % interval when estimated."""
+    interval = out.get("equivariance_rmse_ci95")
+    value = _fmt(out["equivariance_rmse"])
+    if not interval:
+        return value
+    return f"{value} [{_fmt(interval[0])}, {_fmt(interval[1])}]"
+
+
+def _converged(out: dict) -> str:
+    if out["converged"] is None:
+        return "-"
+    answer = "yes" if out["converged"] else "NO"
+    if "estimate" in out:
+        return f"{answer} (±{100 * out['estimate']['relative_half_width']:.2g}%)"
+    change = out.get("convergence", {}).get("relative_change")
+    return answer if change is None else f"{answer} ({100 * change:.2g}%)"
 
 
 def markdown_summary(report: dict) -> str:
     """``report.md``: the outputs with units and verdicts, the rule, the next step, the
     worst samples, the breaking sectors, the hidden layers and the figures."""
-    grid = report["grid"]
+    estimated = bool(report["grid"].get("randomly_oriented"))
     lines = [
         "# equiscope audit",
         "",
         f"- model: `{report['model']}` ({report['model_dtype']})",
         f"- data: {report['structures']} {_noun(report)}, {report['atoms']} {_size_noun(report)}",
-        f"- grid: {grid['name']} on {grid['group']}, {grid['size']} elements, products "
-        f"exact to {_degree(report)} = {grid['exact_degree']}; spectra up to "
-        f"{_degree(report)} = {report['max_lambda']}",
+        _grid_line(report),
         "",
         "## Outputs",
         "",
         "| output (unit) | equivariance RMSE | noise floor | oriented RMSE | symmetrised RMSE "
-        "| A compared | grid converged | verdict |",
+        f"| A compared | {'precision' if estimated else 'grid converged'} | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, out in report["outputs"].items():
         accuracy = out.get("accuracy", {})
-        change = out.get("convergence", {}).get("relative_change")
-        converged = (
-            "-"
-            if out["converged"] is None
-            else (f"{'yes' if out['converged'] else 'NO'} ({100 * change:.2g}%)")
-        )
         lines.append(
-            f"| {name} ({_unit(out)}) | {_fmt(out['equivariance_rmse'])} "
+            f"| {name} ({_unit(out)}) | {_with_interval(out)} "
             f"| {_fmt(out['noise_floor'])} | {_fmt(accuracy.get('oriented_rmse'))} "
-            f"| {_fmt(accuracy.get('symmetrized_rmse'))} | {_compared(out)} | {converged} "
+            f"| {_fmt(accuracy.get('symmetrized_rmse'))} | {_compared(out)} | {_converged(out)} "
             f"| {judge(out)['verdict']} |"
         )
     lines += [
@@ -443,9 +481,19 @@ def markdown_summary(report: dict) -> str:
         "eps(model dtype) x RMS output and the measured spread of outputs when the inputs "
         "move by their rounding error; below it, symmetry breaking is round-off. With "
         "labels, oriented^2 = symmetrised^2 + equivariance^2 (oriented: error on randomly "
-        "oriented inputs; symmetrised: error of the grid-averaged prediction). Grid "
-        f"converged: the equivariance RMSE changes by less than {100 * CONVERGENCE_RTOL:g} % "
-        "on the next finer grid (the change in brackets).",
+        "oriented inputs; symmetrised: error of the grid-averaged prediction). "
+        + (
+            "The equivariance RMSE is an unbiased estimate from randomly oriented grids, "
+            "with its 95 % interval in brackets; precision: the interval's half-width "
+            "relative to the estimate (yes: within the target, or below 10 noise floors). "
+            "Spectra are fractions of the total; sectors whose interval includes zero "
+            "show as 0."
+            if estimated
+            else "Grid converged: the equivariance RMSE changes by less than "
+            f"{100 * CONVERGENCE_RTOL:g} % on the next finer grid (the change in brackets). "
+            "A fixed grid sees nothing of the sectors it leaves invariant: its equivariance "
+            "RMSE can be too low, and 'above max lambda' below shows what its spectra miss."
+        ),
     ]
     lines += _advice_lines(report)
     lines += _structure_table(report)
@@ -453,13 +501,16 @@ def markdown_summary(report: dict) -> str:
         "",
         "## Where the symmetry breaks",
         "",
-        "| output | expected sectors | largest other sectors (fraction of squared norm) |",
-        "|---|---|---|",
+        "| output | expected sectors | largest other sectors (fraction of squared norm) "
+        "| above max lambda |",
+        "|---|---|---|---|",
     ]
     for name, out in report["outputs"].items():
         others = ", ".join(f"({k}): {v:.2g}" for k, v in out["breaking_sectors"].items())
         expected = " ".join(f"({k})" for k in out["expected_sectors"])
-        lines.append(f"| {name} | {expected} | {others or '-'} |")
+        above = out.get("above_max_lambda")
+        above = "-" if above is None else f"{above:.2g}"
+        lines.append(f"| {name} | {expected} | {others or '-'} | {above} |")
     if report["layers"]:
         lines += [
             "",

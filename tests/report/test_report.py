@@ -305,3 +305,42 @@ def test_convergence_figure_shows_the_change_and_the_criterion(tmp_path):
     assert [line.get_ydata()[0] for line in right.lines] == [1.0]  # the 1 % line
     colors = [bar.get_facecolor() for bar in right.patches]
     assert colors[0] != colors[1]  # the 3.2 % change stands out from the converged one
+
+
+# -- the default estimate and calculators ----------------------------------------------
+
+
+def test_estimated_outputs_show_their_interval_and_precision():
+    out = output(
+        0.1,
+        spectrum={"0,1": 0.9, "2,1": 0.05},
+        breaking_sectors={"2,1": 0.05},
+        equivariance_rmse_ci95=[0.09, 0.11],
+        above_max_lambda=0.05,
+        converged=True,
+        estimate={"relative_half_width": 0.1, "target": 0.1, "replicates": [4, 4]},
+    )
+    grid = {
+        "name": "icosahedral",
+        "group": "O(3)",
+        "size": 120,
+        "exact_degree": 2,
+        "randomly_oriented": True,
+        "replicates": 4,
+        "copies": 480,
+    }
+    text = rp.markdown_summary(report({"energy": out}, grid=grid))
+    assert "| 0.1 [0.09, 0.11] |" in text and "yes (±10%)" in text
+    assert "4 randomly oriented icosahedral grids on O(3) per structure" in text
+    assert "480 evaluations" in text
+    assert "| (0,1) | (2,1): 0.05 | 0.05 |" in text  # the share above max lambda
+
+
+def test_calculators_are_advised_to_wrap_in_equiscope_calculator():
+    out = output(0.1, spectrum={"0,1": 0.9, "2,1": 0.1})
+    line = rp.advice(report({"energy": out}, symmetrizable="calculator"), "energy")
+    assert line.endswith(
+        "`EquiscopeCalculator(calculator, grid='tetrahedral', inversion=False)`"
+    ), line
+    text = rp.markdown_summary(report({"energy": out}, symmetrizable="calculator"))
+    assert "equiscope symmetrize" not in text
