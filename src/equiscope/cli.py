@@ -188,7 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         "structure in DATA (any file ASE reads, with or without labels) and write "
         "DIR/report.json, DIR/report.md and PNG figures: equivariance RMSE vs noise "
         "floor (and accuracy with labels) per output, character spectra "
-        "of outputs and hidden layers, grid convergence. Launched with torchrun "
+        "of outputs and hidden layers. By default (--grid estimate) every output's "
+        "equivariance RMSE is an unbiased estimate with a 95% interval, from randomly "
+        "oriented icosahedral grids (120 evaluations each, with inversion) added until "
+        "the interval's half-width is within --precision of the estimate (10%) or below "
+        "10 noise floors, at most --max-replicates per structure; spectra are unbiased "
+        "too, as fractions of the total, with the share above --max-lambda reported. A "
+        "fixed --grid is evaluated as it is. Launched with torchrun "
         "(torchrun --nproc-per-node N -m equiscope.cli audit ...), every process audits "
         "a block of the structures and rank 0 writes the merged report.",
     )
