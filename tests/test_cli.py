@@ -1,7 +1,16 @@
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from equiscope.cli import main
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_help_lists_commands(capsys):
@@ -44,3 +53,26 @@ def test_demo_rejects_bad_options(tmp_path, capsys):
 
 def test_no_command_is_bad_input(capsys):
     assert main([]) == 2
+
+
+def test_version_prints_the_package_version():
+    import equiscope
+
+    result = subprocess.run(
+        [sys.executable, "-m", "equiscope.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout == f"equiscope {equiscope.__version__}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", equiscope.__version__)
+
+
+def test_version_has_one_source():
+    """pyproject.toml reads the distribution's version from ``equiscope.__version__``
+    instead of repeating it."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"]
+    assert "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "equiscope.__version__"}
