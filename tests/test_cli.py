@@ -1,9 +1,18 @@
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from equiscope.cli import main
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_help_lists_commands(capsys):
@@ -67,3 +76,26 @@ def test_help_shows_defaults(command, shown, capsys):
     for item in shown:
         assert item in text
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_version_prints_the_package_version():
+    import equiscope
+
+    result = subprocess.run(
+        [sys.executable, "-m", "equiscope.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout == f"equiscope {equiscope.__version__}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", equiscope.__version__)
+
+
+def test_version_has_one_source():
+    """pyproject.toml reads the distribution's version from ``equiscope.__version__``
+    instead of repeating it."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"]
+    assert "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "equiscope.__version__"}

@@ -164,6 +164,7 @@ def _inductive_bias_example(figure, *options: str) -> tuple[list[list[str]], str
     return rows, result.stdout
 
 
+@pytest.mark.slow
 def test_inductive_bias_example_trains_and_reports(tmp_path):
     figure = tmp_path / "biases.png"
     rows, _ = _inductive_bias_example(figure, "--runs", "bias off,SH lmax 2,tensor basis")
@@ -250,6 +251,7 @@ def test_axial_born_target_is_the_antisymmetric_part(tmp_path):
         assert norms.max() > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("target", "name"),
     [
@@ -268,6 +270,7 @@ def test_inductive_bias_example_trains_a_tensor_target(tmp_path, target, name):
     assert figure.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_inductive_bias_example_trains_the_xtb_dipole_next_to_the_energy(tmp_path):
     """``--target dipole --with-energy``: GFN2-xTB molecules, the dipole as a vector and
     the energy with its forces (no stress: molecules)."""
@@ -283,6 +286,7 @@ def test_inductive_bias_example_trains_the_xtb_dipole_next_to_the_energy(tmp_pat
     assert figure.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_inductive_bias_example_trains_the_stress_next_to_the_energy(tmp_path):
     """``--with-energy``: the direct and conservative stress of the export on the
     validation cells; with one epoch the export is that epoch's model, so its direct

@@ -1,9 +1,9 @@
 """Solid-harmonic edge embedding: the angular band-limit of the input made explicit.
 
 PET embeds each edge by a Linear layer on (dx, dy, dz, r): the direction enters with
-angular momentum l <= 1 only, and higher l must be synthesised by nonlinearities. This
-embedding feeds the real spherical harmonics Y_lm(r_hat), l = 0..lmax, and r to the same
-Linear layer instead (science.md section 6, "angular starvation").
+angular momentum l <= 1 only, and higher l must be synthesised by nonlinearities, slowly
+("angular starvation"). This embedding feeds the real spherical harmonics Y_lm(r_hat),
+l = 0..lmax, and r to the same Linear layer instead.
 
 TorchScript-compatible; no ``from __future__ import annotations`` here.
 """

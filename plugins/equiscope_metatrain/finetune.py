@@ -3,8 +3,8 @@
 For each batch of training structures the model is evaluated on the grid orbit
 (``g x`` for every grid element ``g``) through equiscope's head in ``diagnose`` mode,
 which returns, differentiably, the equivariance variance of every output,
-``A^2 = sum_i w_i |rho(g_i)^T f(g_i x) - mean|^2`` (science.md section 6, item 5). The
-loss is its mean over samples, summed over the targets; the optimiser is Adam.
+``A^2 = sum_i w_i |rho(g_i)^T f(g_i x) - mean|^2`` (the square of the audit's equivariance
+error). The loss is its mean over samples, summed over the targets; the optimiser is Adam.
 """
 
 from __future__ import annotations

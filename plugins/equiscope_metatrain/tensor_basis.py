@@ -7,7 +7,7 @@ edge last layer of every readout layer predicts ``c_ij^p`` and
 
     y_i^p = sum_layers sum_j f_c(r_ij) c_ij^p Y_lambda(r_hat_ij)
 
-(Domina, Bigi, Pegolo, Ceriotti, J. Chem. Phys. 2025; science.md section 6).
+(Domina, Bigi, Pegolo, Ceriotti, J. Chem. Phys. 2025, arXiv:2505.05404).
 ``Y_lambda(R r) = D(R) Y_lambda(r)`` with parity ``(-1)^lambda``: this covers Cartesian
 ``xyz`` vectors (``Y_1 = r_hat``) and spherical blocks with ``o3_sigma = 1``, ``1 <=
 o3_lambda <= max_lambda`` (metatomic's real harmonics,

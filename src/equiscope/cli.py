@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure and control the rotational symmetry of unconstrained "
         "machine-learning models.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     audit = sub.add_parser(

@@ -192,6 +192,7 @@ def _audit_command(model, data, out, *extra):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "structures"),
     [
@@ -240,6 +241,7 @@ def test_torchrun_audit_equals_one_process(planted, tmp_path, extra, structures)
     assert one["outputs"]["energy"]["equivariance_rmse"] > 1e-3
 
 
+@pytest.mark.slow
 def test_torchrun_bad_input_is_one_line_on_every_rank(planted, tmp_path):
     folder, model, _ = planted
     empty = folder / "empty.xyz"

@@ -47,7 +47,11 @@ def energy_spectrum(model, system):
 
 @pytest.mark.parametrize(
     ("name", "removed", "kept"),
-    [("octahedral", {1, 2, 3, 5}, {4, 6}), ("icosahedral", {1, 2, 3, 4, 5}, {6})],
+    [
+        ("octahedral", {1, 2, 3, 5}, {4, 6}),
+        # 120 evaluations per point of the Lebedev grid: half a minute
+        pytest.param("icosahedral", {1, 2, 3, 4, 5}, {6}, marks=pytest.mark.slow),
+    ],
 )
 def test_average_removes_exactly_the_sectors_the_group_averages_out(
     raw_path, system, name, removed, kept

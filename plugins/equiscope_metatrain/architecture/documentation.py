@@ -82,7 +82,7 @@ class ModelHypers(TypedDict):
     covariant_readout_bias: bool = False
     """Keep the bias of the last linear layers of lambda >= 1 (vector, tensor,
     spherical lambda >= 1) targets. Off by default: a bias b there adds |b|^2 to A^2
-    for every structure (science.md section 6)."""
+    for every structure, as a constant vector in the lab frame."""
     edge_embedding: EdgeEmbeddingHypers = init_with_defaults(EdgeEmbeddingHypers)
     """Edge embedding of every GNN layer."""
     tensor_basis_readout: bool = False

@@ -51,7 +51,7 @@ def test_layout_and_padding(jets):
     assert set(np.unique(charge).tolist()) <= {-1, 0, 1}
     assert (charge[np.isin(pid, [22, 130, 2112, -2112])] == 0).all()
     assert (charge[pid == 211] == 1).all() and (charge[pid == 11] == -1).all()
-    # the mean multiplicity is around 60-80 per jet (science.md: ~75 top, ~61 QCD)
+    # the mean multiplicity is around 60-80 per jet (about 75 for top, 61 for QCD jets)
     assert 40 < counts.mean() < 110
 
 

@@ -139,7 +139,7 @@ def test_covariant_bias_gives_a_squared_equal_to_b_squared_and_no_bias_gives_zer
             progress=False,
         )
         results[bias] = report["outputs"]["mtt::direct_forces"]
-    # a constant lab-frame vector b: A^2 = |b|^2 per atom (science.md section 6); the
+    # a readout bias is a constant lab-frame vector b: A^2 = |b|^2 per atom; the
     # report gives the RMSE per Cartesian component, sqrt(|b|^2 / 3), in sector (0,+1)
     with_bias = results[True]
     assert with_bias["equivariance_rmse"] == pytest.approx(

@@ -18,6 +18,8 @@ from equiscope.cli import main as equiscope
 from equiscope_atoms.demo import generate_copper
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "metatrain" / "options.yaml"
+# training, restart, export and eval with plain mtt: minutes on two cores
+pytestmark = pytest.mark.slow
 
 
 def mtt(folder, *args):

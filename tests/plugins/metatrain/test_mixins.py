@@ -204,7 +204,25 @@ class TestOutputTensorBasisHigherLambda(TestOutputTensorBasis):
         return request.param
 
 
-class TestTorchscriptTensorBasis(TorchscriptTests, EquiscopeTests):
+SLOW = pytest.mark.slow
+
+
+class QuickSphericalScripting:
+    """Scripting the model for one spherical target takes seconds. The quick tier
+    (``-m "not slow"``) scripts lambda = 1 and 2 of both parities for per-atom targets;
+    the full suite every lambda 0..3 for per-atom and per-structure targets, as
+    metatrain's mixin does."""
+
+    @pytest.fixture(params=[pytest.param(0, marks=SLOW), 1, 2, pytest.param(3, marks=SLOW)])
+    def o3_lambda(self, request):
+        return request.param
+
+    @pytest.fixture(params=[pytest.param("system", marks=SLOW), "atom"])
+    def sample_kind(self, request):
+        return request.param
+
+
+class TestTorchscriptTensorBasis(QuickSphericalScripting, TorchscriptTests, EquiscopeTests):
     float_hypers = ()
 
     @pytest.fixture
@@ -212,7 +230,7 @@ class TestTorchscriptTensorBasis(TorchscriptTests, EquiscopeTests):
         return small_hypers(tensor_basis_readout=True)
 
 
-class TestTorchscript(TorchscriptTests, EquiscopeTests):
+class TestTorchscript(QuickSphericalScripting, TorchscriptTests, EquiscopeTests):
     float_hypers = ()
 
 
