@@ -4,7 +4,19 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCANNED = ["src", "plugins", "benchmarks", "tests", "pyproject.toml", "setup.py"]
+SCANNED = [
+    "src",
+    "plugins",
+    "benchmarks",
+    "tests",
+    "examples",
+    "docs",
+    "README.md",
+    "CHANGELOG.md",
+    "pyproject.toml",
+    "setup.py",
+]
+GENERATED = {"_build", "_generated", "auto_examples"}  # docs build output, not sources
 SUFFIXES = {".py", ".toml", ".md", ".rst", ".txt", ".sh", ".pth", ".png", ".json", ".xyz"}
 # a repository path: a top-level folder, then path characters, ending in a file suffix
 REPO_PATH = re.compile(
@@ -21,6 +33,8 @@ def _scanned_files():
         path = ROOT / name
         files = [path] if path.is_file() else sorted(path.rglob("*"))
         for file in files:
+            if GENERATED & set(file.relative_to(ROOT).parts):
+                continue
             if file.suffix in {".py", ".toml", ".sh", ".txt", ".md", ".cfg"} and file != this:
                 yield file
 
