@@ -7,15 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (file, imported module) pairs that stay, with the reason:
-# metatomic-torch (0.1.19) adds deprecated aliases of output names (for example
-# ``non_conservative_forces``) to a model's capabilities and maps them to the current
-# names only in ``metatomic.torch._quantities.current_quantity_name``; it has no
-# public equivalent, and copying its table would drift from the installed version.
-EXCEPTIONS = {
-    ("plugins/equiscope_atoms/models.py", "metatomic.torch._quantities"),
-    ("plugins/equiscope_atoms/heads.py", "metatomic.torch._quantities"),
-}
+# (file, imported module) pairs that stay, with the reason: none
+EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def _private(name: str) -> bool:
@@ -69,3 +62,15 @@ def test_every_exception_is_still_needed():
     for relative, module in EXCEPTIONS:
         modules = [m for _, m in private_imports(ROOT / relative)]
         assert module in modules, f"{relative} no longer imports {module}: drop the exception"
+
+
+def test_the_deprecated_quantity_table_matches_metatomic():
+    """equiscope repeats metatomic's private table of deprecated output names (the
+    aliases it adds to capabilities); the installed metatomic must agree with it."""
+    from metatomic.torch import _quantities  # in a test only: checks the copy
+
+    from equiscope_atoms.models import DEPRECATED_QUANTITIES, current_quantity_name
+
+    assert _quantities.new_quantity_names() == DEPRECATED_QUANTITIES
+    for name in ("non_conservative_forces", "features/x", "energy", "charges"):
+        assert current_quantity_name(name) == _quantities.current_quantity_name(name)

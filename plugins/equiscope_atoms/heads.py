@@ -456,9 +456,7 @@ def symmetrize_model(
         for requestor in options.requestors():
             copied.add_requestor(requestor)
         head._requested_neighbor_lists.append(copied)
-    from metatomic.torch._quantities import current_quantity_name
-
-    from .models import wrap_model
+    from .models import current_quantity_name, wrap_model
 
     declared = wrap_model(model).auditable_outputs()  # without deprecated aliases
     outputs = {name: capabilities.outputs[name] for name in declared}

@@ -163,8 +163,6 @@ class LoadedModel:
     def auditable_outputs(self) -> list[str]:
         """Declared outputs, without diagnostics/features and without the
         deprecated aliases metatomic adds (e.g. ``non_conservative_forces``)."""
-        from metatomic.torch._quantities import current_quantity_name
-
         names = []
         for name in self.outputs:
             current = current_quantity_name(name)
@@ -172,6 +170,29 @@ class LoadedModel:
                 continue
             names.append(name)
         return names
+
+
+# metatomic's deprecated base quantity names and their current names: metatomic adds the
+# old names as aliases to a model's capabilities, and keeps this table privately, so it
+# is repeated here (tests/test_no_private_imports.py checks it against the installed one)
+DEPRECATED_QUANTITIES = {
+    "features": "feature",
+    "non_conservative_forces": "non_conservative_force",
+    "positions": "position",
+    "momenta": "momentum",
+    "masses": "mass",
+    "velocities": "velocity",
+    "charges": "charge",
+}
+
+
+def current_quantity_name(name: str) -> str:
+    """``name`` with a deprecated base quantity (before any ``/``) replaced by its
+    current name, as metatomic maps them."""
+    base = name.split("/")[0]
+    if base in DEPRECATED_QUANTITIES:
+        return name.replace(base, DEPRECATED_QUANTITIES[base], 1)
+    return name
 
 
 def wrap_model(module, *, source: str = "<in memory>") -> LoadedModel:
