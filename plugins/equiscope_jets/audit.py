@@ -21,15 +21,16 @@ RMS_x (f(Lambda_y x) - f(x)) against y, and relative to the RMS logit.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 import equiscope as eq
-from equiscope.audit import CONVERGENCE_RTOL, OrbitResult, OutputKind, measured_roundoff
+from equiscope.audit import OrbitResult, OutputKind, run_audit
 
 from .actions import (
     BOOSTS,
@@ -42,7 +43,7 @@ from .actions import (
 )
 from .metrics import roc_auc
 
-__all__ = ["DEFAULT_GROUPS", "JetAuditError", "audit_tagger", "evaluate_orbit"]
+__all__ = ["DEFAULT_GROUPS", "JetAdapter", "JetAuditError", "audit_tagger", "evaluate_orbit"]
 
 DEFAULT_GROUPS = ("so2-axis", "o2-axis", "so2-beam", "so3", "o3", "boost-axis", "boost-beam")
 
@@ -77,127 +78,105 @@ def evaluate_orbit(model, momenta, group: JetGroup, grid: eq.Grid, *, hidden=Fal
     return logits, layers
 
 
-class _LogitAdapter:
-    """The tagger's logit on a set of jets, as the engine's measured noise floor sees it
-    (``equiscope.audit.measured_roundoff``): every momentum component moves by its own
-    float32 rounding error."""
+@dataclasses.dataclass(frozen=True)
+class _Jet:
+    """One jet for the audit engine: its index and momenta ``[C, 4]`` (float64)."""
+
+    index: int
+    momenta: torch.Tensor
+
+
+_LOGIT = OutputKind("scalar", per_structure=True, extensive=False)
+
+
+class JetAdapter:
+    """A tagger on the orbits of jets under one compact subgroup, for
+    :func:`equiscope.audit.run_audit`: the logit (an invariant) and the hidden layers.
+    The logits symmetrised on ``grid`` are kept for the tagging metrics."""
 
     dtype = torch.float32
+    words: ClassVar[dict] = {"sample": "jet", "samples": "jets"}
 
-    def __init__(self, model, batch_size: int):
-        self.model, self.batch_size = model, batch_size
+    def __init__(self, model, group: JetGroup, grid: eq.Grid, *, layers: list, batch_size: int):
+        self.model, self.group, self.grid = model, group, grid
+        self.layers, self.batch_size = list(layers), batch_size
+        self.source = getattr(model, "kind", type(model).__name__)
+        self.symmetrized: dict[int, float] = {}
 
-    def jittered(self, momenta, eps: float, generator: torch.Generator):
-        noise = torch.randn(momenta.shape, generator=generator, dtype=torch.float64)
-        return momenta + eps * momenta.abs() * noise
+    def outputs(self, samples, requested):
+        return ["logit"]
 
-    def evaluate(self, momenta, grid, *, outputs, layers=(), max_lambda=None):
-        logits = _run(self.model, momenta, False, self.batch_size)[0]
-        return OrbitResult({"logit": logits[None, :, None]}, {"logit": _LOGIT})
+    def check_layers(self, layers):
+        unknown = [name for name in layers if name not in self.layers]
+        if unknown:
+            raise JetAuditError(f"unknown layer(s) {', '.join(unknown)}")
+
+    def size(self, sample) -> int:
+        return 1
+
+    def evaluate(self, sample: _Jet, grid, *, outputs, layers=(), max_lambda=None):
+        logits, hidden = evaluate_orbit(
+            self.model,
+            sample.momenta[None],
+            self.group,
+            grid,
+            hidden=bool(layers),
+            batch_size=self.batch_size,
+        )
+        if grid is self.grid:
+            self.symmetrized[sample.index] = float(eq.symmetrize(logits, grid, "scalar")[0])
+        spectra = {}
+        for name in layers:
+            accumulator = eq.SpectrumAccumulator(grid, max_lambda)
+            accumulator.add(hidden[name])
+            spectra[name] = accumulator.spectrum(completeness_rtol=1.0)
+        return OrbitResult({"logit": logits[:, :, None]}, {"logit": _LOGIT}, spectra)
+
+    def jittered(self, sample: _Jet, eps: float, generator: torch.Generator) -> _Jet:
+        noise = torch.randn(sample.momenta.shape, generator=generator, dtype=torch.float64)
+        return _Jet(sample.index, sample.momenta + eps * sample.momenta.abs() * noise)
+
+    def reference(self, sample, name):
+        return None
+
+    def unit(self, name: str) -> str:
+        return ""
 
 
-_LOGIT = OutputKind("scalar", per_structure=False, extensive=False)
-
-
-def _roundoff(model, momenta, batch_size) -> float:
-    """Mean squared spread of the logit under float32-sized jitters of the momenta."""
-    adapter = _LogitAdapter(model, batch_size)
-    squared = measured_roundoff(adapter, momenta.to(torch.float64), ["logit"], seed=0)
-    return squared["logit"] / len(momenta)
-
-
-class _Sums:
-    """Running per-sector squared norms and totals for one response."""
-
-    def __init__(self):
-        self.norms: dict = {}
-        self.total = 0.0
-
-    def add(self, responses, grid, max_lambda):
-        accumulator = eq.SpectrumAccumulator(grid, max_lambda)
-        accumulator.add(responses)
-        flat = accumulator.norms().reshape(len(accumulator.sectors), -1).sum(1)
-        for sector, value in zip(accumulator.sectors, flat.tolist(), strict=True):
-            self.norms[sector] = self.norms.get(sector, 0.0) + value
-        squared = responses.reshape(responses.shape[0], -1).square().sum(1)
-        self.total += float(grid.weights @ squared)
-
-    def fractions(self) -> dict:
-        norm = sum(self.norms.values())
-        return {k: (v / norm if norm > 0 else 0.0) for k, v in self.norms.items()}
-
-    def above(self) -> float:
-        return (self.total - sum(self.norms.values())) / self.total if self.total else 0.0
+def _layer_names(model, momenta) -> list[str]:
+    return list(_run(model, momenta[:1], True, 1)[1])
 
 
 def _compact(model, momenta, labels, group, grid, max_lambda, layers, batch_size, conv_jets):
-    per_jet = max(1, batch_size // grid.size)
-    a2, logit_sums, layer_sums, symmetrized, direct = [], _Sums(), {}, [], []
-    for start in range(0, len(momenta), per_jet):
-        chunk = momenta[start : start + per_jet]
-        logits, hidden = evaluate_orbit(
-            model, chunk, group, grid, hidden=layers, batch_size=batch_size
-        )
-        a2.append(eq.equivariance_variance(logits, grid, "scalar"))
-        symmetrized.append(eq.symmetrize(logits, grid, "scalar"))
-        logit_sums.add(logits, grid, max_lambda)
-        for name, value in hidden.items():
-            layer_sums.setdefault(name, _Sums()).add(value, grid, max_lambda)
-    a2 = torch.cat(a2)
-    symmetrized = torch.cat(symmetrized)
-    direct = _run(model, momenta, False, batch_size)[0]
-    rms = float(direct.square().mean().sqrt())
-    measured = math.sqrt(_roundoff(model, momenta, batch_size))
-    trivial = eq.sector_label(grid.trivial_sector)
-    fractions = {eq.sector_label(k): v for k, v in logit_sums.fractions().items()}
-    breaking = sorted(((k, v) for k, v in fractions.items() if k != trivial), key=lambda kv: -kv[1])
-    rmse = float(a2.mean().sqrt())
-    probe = momenta[:conv_jets]
-    finer = eq.refine(grid)
-    fine_logits, _ = evaluate_orbit(model, probe, group, finer, batch_size=batch_size)
-    coarse_rmse = float(a2[: len(probe)].mean().sqrt())
-    fine_rmse = float(eq.equivariance_variance(fine_logits, finer, "scalar").mean().sqrt())
-    floor = max(torch.finfo(torch.float32).eps * rms, measured)
-    # below the noise floor both grids measure round-off: that counts as converged
-    change = abs(coarse_rmse - fine_rmse) / max(coarse_rmse, fine_rmse, 10 * floor, 1e-300)
-    out = {
-        "irrep": "scalar",
-        "per_atom": False,
-        "equivariance_rmse": rmse,
-        "relative_equivariance": rmse / rms if rms else 0.0,
-        "noise_floor": floor,
-        "roundoff_measured": measured,
-        "rms_value": rms,
-        "spectrum": fractions,
-        "expected_sectors": [trivial],
-        "breaking_sectors": dict(breaking[:3]),
-        "per_structure_equivariance": a2.sqrt().tolist(),
-        "converged": change <= CONVERGENCE_RTOL,
-        "convergence": {
-            "grids": [grid.to_dict(), finer.to_dict()],
-            "equivariance_rmse": [coarse_rmse, fine_rmse],
-            "relative_change": change,
-            "structures": len(probe),
-        },
-    }
+    """One compact subgroup through the core engine (:func:`equiscope.audit.run_audit`)."""
+    names = _layer_names(model, momenta) if layers else []
+    adapter = JetAdapter(model, group, grid, layers=names, batch_size=batch_size)
+    jets = [_Jet(i, jet) for i, jet in enumerate(momenta.to(torch.float64))]
+    report = run_audit(
+        adapter,
+        jets,
+        grid=grid,
+        max_lambda=max_lambda,
+        convergence_structures=conv_jets,
+        progress=False,
+    )
+    out = report["outputs"]["logit"]
+    out["relative_equivariance"] = (
+        out["equivariance_rmse"] / out["rms_value"] if out["rms_value"] else 0.0
+    )
     if labels is not None and len(np.unique(labels)) == 2:
+        direct = _run(model, momenta, False, batch_size)[0]
+        symmetrized = np.array([adapter.symmetrized[jet.index] for jet in jets])
         out["tagging"] = {
             "auc_input_frame": roc_auc(direct.numpy(), labels),
-            "auc_symmetrized": roc_auc(symmetrized.numpy(), labels),
+            "auc_symmetrized": roc_auc(symmetrized, labels),
         }
-    report_layers = {
-        name: {
-            "spectrum": {eq.sector_label(k): v for k, v in sums.fractions().items()},
-            "above_max_lambda": sums.above(),
-        }
-        for name, sums in layer_sums.items()
-    }
     return {
         "description": group.description,
-        "grid": grid.to_dict(),
-        "max_lambda": max_lambda,
+        "grid": report["grid"],
+        "max_lambda": report["max_lambda"],
         "outputs": {"logit": out},
-        "layers": report_layers,
+        "layers": report["layers"],
     }
 
 
