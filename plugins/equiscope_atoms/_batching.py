@@ -37,6 +37,12 @@ MAX_BATCH = 256
 IMPROVEMENT = 0.97
 """A larger batch is kept only when its time per copy is below this share of the best."""
 
+CALLS_PER_SIZE = 3
+"""Probing calls per size; the first is a warm-up (TorchScript specialises on shapes)."""
+
+CALL_OVERHEAD = 0.05
+"""Seconds: a bound on the fixed cost of one model call (dispatch, Python, copies)."""
+
 SAFETY = 1.25
 """Extrapolated memory per copy is inflated by this factor before it is trusted."""
 
@@ -151,10 +157,11 @@ class _Plan:
         if not self.probes:
             return 1
         largest = max(self.probes)
-        return largest if len(self.probes[largest]) < 2 else 2 * largest
+        return largest if len(self.probes[largest]) < CALLS_PER_SIZE else 2 * largest
 
     def per_copy(self, size: int) -> float:
-        return min(self.probes[size]) / size
+        """Seconds per copy at ``size`` (the first call of a size is a warm-up)."""
+        return min(self.probes[size][1:]) / size
 
     def predicted(self, size: int) -> float:
         """Footprint of ``size`` copies, extrapolated from the two largest probes."""
@@ -169,6 +176,26 @@ class _Plan:
             slope = max((top - low) / (sizes[-1] - sizes[-2]), 0.0)
             slope = max(slope, 0.1 * top / sizes[-1])
         return top + SAFETY * slope * (size - sizes[-1])
+
+    def judge(self, size: int, budget: int) -> None:
+        """After the last probing call of ``size``: keep it if it is faster per copy,
+        and probe twice the size only when that can still pay."""
+        if size == 1:
+            # a call's fixed cost is below CALL_OVERHEAD: when (1 - IMPROVEMENT) of a
+            # copy's time exceeds it, no batch can be IMPROVEMENT faster per copy
+            promising = (1 - IMPROVEMENT) * self.per_copy(1) < CALL_OVERHEAD
+        else:
+            previous = self.per_copy(self.best)
+            if self.per_copy(size) >= IMPROVEMENT * previous:
+                self.done = True
+                return
+            # t(b) = c + s b: doubling again saves half of what this doubling saved
+            gain = 1 - self.per_copy(size) / previous
+            promising = gain / 2 >= 1 - IMPROVEMENT
+        self.best = size
+        following = 2 * size
+        if not promising or following > self.cap or self.predicted(following) > budget:
+            self.done = True
 
 
 class BatchPlanner:
@@ -269,16 +296,8 @@ class BatchPlanner:
         plan.probes.setdefault(size, []).append(elapsed)
         footprint = max(peak - self._base, 0)
         plan.footprints[size] = max(plan.footprints.get(size, 0), footprint)
-        if len(plan.probes[size]) < 2:
-            return
-        if plan.per_copy(size) < IMPROVEMENT * plan.per_copy(plan.best) or size == 1:
-            plan.best = size
-        elif size > plan.best:  # no gain from doubling: stop
-            plan.done = True
-            return
-        following = 2 * size
-        if following > plan.cap or plan.predicted(following) > budget:
-            plan.done = True
+        if len(plan.probes[size]) == CALLS_PER_SIZE:
+            plan.judge(size, budget)
 
     @staticmethod
     def _release(device: torch.device) -> None:
