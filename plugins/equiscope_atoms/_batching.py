@@ -47,6 +47,9 @@ SAFETY = 1.25
 """Extrapolated memory per copy is inflated by this factor before it is trusted."""
 
 
+_clock = time.perf_counter
+
+
 def default_max_memory(device: torch.device) -> int:
     """``MEMORY_SHARE`` of the free GPU memory (CUDA, counting torch's unused cache)
     or of the available RAM (anything else, from ``psutil``)."""
@@ -290,9 +293,9 @@ class BatchPlanner:
             start = stop
 
     def _probe(self, plan: _Plan, size: int, budget: int, call: Callable[[], None]) -> None:
-        begin = time.perf_counter()
+        begin = _clock()
         peak = self._meter.measure(call)
-        elapsed = time.perf_counter() - begin
+        elapsed = _clock() - begin
         plan.probes.setdefault(size, []).append(elapsed)
         footprint = max(peak - self._base, 0)
         plan.footprints[size] = max(plan.footprints.get(size, 0), footprint)
