@@ -60,7 +60,10 @@ def test_no_command_is_bad_input(capsys):
 @pytest.mark.parametrize(
     ("command", "shown"),
     [
-        (["audit"], ["report folder (default: equiscope-audit)", "(default: 32)", "(default: 1)"]),
+        (
+            ["audit"],
+            ["report folder (default: equiscope-audit)", "(default: auto)", "(default: 1)"],
+        ),
         (["demo"], ["output folder (default: equiscope-demo)", "(default: 48)"]),
         (["grid"], ["seed for random grids (default: 0)"]),
         (["jets", "audit"], ["audit the first N jets (default: 64)", "(default: 512)"]),

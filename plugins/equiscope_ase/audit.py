@@ -114,11 +114,17 @@ def _sample(index: int, atoms, where: str) -> AtomsSample:
     return AtomsSample(index, copy, _stored(atoms))
 
 
-def read_atoms(path: str | Path, *, limit: int | None = None) -> list[AtomsSample]:
+def read_atoms(
+    path: str | Path, *, limit: int | None = None, sample: str = "first", seed: int = 0
+) -> list[AtomsSample]:
     """The structures in ``path`` (any format ASE reads), streamed with
-    ``ase.io.iread`` up to ``limit``; raise :class:`DataError` naming the file on a
-    missing file, a directory, an unreadable format or no structures."""
+    ``ase.io.iread``: all, or ``limit`` of them, the first (nothing after them is read)
+    or, with ``sample="random"``, drawn by seeded reservoir sampling over the whole file
+    (at most ``limit`` held); raise :class:`DataError` naming the file on a missing
+    file, a directory, an unreadable format or no structures."""
     import ase.io
+
+    from equiscope.sampling import SAMPLE_MODES, choose
 
     path = Path(path)
     if path.is_dir():
@@ -127,20 +133,17 @@ def read_atoms(path: str | Path, *, limit: int | None = None) -> list[AtomsSampl
         raise DataError(f"data file {path} does not exist")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise DataError(f"structure limit must be a positive integer, got {limit!r}")
+    if sample not in SAMPLE_MODES:
+        raise DataError(f"unknown sampling '{sample}'; expected one of {', '.join(SAMPLE_MODES)}")
     if path.stat().st_size == 0:
         raise DataError(f"data file {path} holds no structures (it is empty)")
-    samples = []
     try:
-        for index, atoms in enumerate(ase.io.iread(str(path), index=":")):
-            samples.append(_sample(index, atoms, f"{path} frame {index}"))
-            if limit is not None and len(samples) >= limit:
-                break
-    except DataError:
-        raise
+        frames = list(choose(ase.io.iread(str(path), index=":"), limit, how=sample, seed=seed))
     except Exception as error:
         raise DataError(
             f"data file {path} could not be read by ASE ({_first_line(error)})"
         ) from None
+    samples = [_sample(index, atoms, f"{path} frame {index}") for index, atoms in frames]
     if not samples:
         raise DataError(f"data file {path} holds no structures")
     return samples

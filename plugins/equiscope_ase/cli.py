@@ -34,6 +34,8 @@ def _refuse_options(args) -> None:
         raise BadInput("--totals: a calculator's per-atom outputs are audited as they come")
     if args.layers not in ("all", "none", "", None):
         raise BadInput(f"--layers {args.layers}: an ASE calculator has no hidden layers")
+    if args.max_memory is not None:
+        raise BadInput("--max-memory: a calculator is called on one copy at a time")
     if args.device != "cpu":
         raise BadInput(f"--device {args.device}: a calculator chooses its own device; use cpu")
 
@@ -86,7 +88,9 @@ def _audit(args) -> int:
                 labels=labels,
                 source=args.model,
             )
-            samples = read_atoms(args.data, limit=args.structures)
+            samples = read_atoms(
+                args.data, limit=args.structures, sample=args.sample, seed=args.seed
+            )
             from equiscope.audit import run_audit
 
             with warnings.catch_warnings():  # the notes are printed below, in one line

@@ -23,6 +23,7 @@ import equiscope as eq
 from equiscope.audit import AuditOptionError, run_audit
 from equiscope.shards import Shards
 
+from ._batching import BatchPlanner
 from .data import Structure
 from .models import LoadedModel
 from .orbit import evaluate_orbit
@@ -49,18 +50,23 @@ class MetatomicAdapter:
     """A metatomic model on the orbits of structures, for :func:`equiscope.audit.run_audit`.
 
     Outputs are the model's declared outputs plus ``forces`` and ``stress`` from the
-    energy (one backward pass per batch of ``batch_size`` copies); ``model.totals``
-    are audited as structure totals."""
+    energy (one backward pass per model call); ``model.totals`` are audited as
+    structure totals. Copies per call: ``batch_size``, or (``None``) the fastest size
+    within ``max_memory`` bytes, measured once per structure size (see
+    :func:`~equiscope_atoms.orbit.evaluate_orbit`)."""
 
     words: ClassVar[dict] = {"sample": "structure", "samples": "structures"}
     derived: ClassVar[dict] = {"forces": "energy", "stress": "energy"}
     symmetrizable = True  # `equiscope symmetrize` wraps this kind of model
 
-    def __init__(self, model: LoadedModel, *, batch_size: int = 32):
-        if batch_size < 1:
-            raise AuditOptionError(f"batch size must be at least 1, got {batch_size}")
+    def __init__(
+        self, model: LoadedModel, *, batch_size: int | None = None, max_memory: int | None = None
+    ):
+        try:
+            self.planner = BatchPlanner(batch_size=batch_size, max_memory=max_memory)
+        except ValueError as error:
+            raise AuditOptionError(str(error)) from None
         self.model = model
-        self.batch_size = batch_size
         self.source = model.source
         self.dtype = model.dtype
         self.layers = model.layers
@@ -116,7 +122,7 @@ class MetatomicAdapter:
             stress="stress" in outputs,
             layers=layers,
             max_lambda=max_lambda,
-            batch_size=self.batch_size,
+            planner=self.planner,
         )
 
     def jittered(self, sample: Structure, eps: float, generator) -> Structure:
@@ -190,7 +196,8 @@ def audit(
     max_lambda: int | None = None,
     outputs: list[str] | None = None,
     layers: list[str] | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
+    max_memory: int | None = None,
     convergence_structures: int = 1,
     progress: bool = True,
     shards: Shards | None = None,
@@ -204,7 +211,9 @@ def audit(
     ``estimate_grid``, ``seed``; see :func:`equiscope.audit.run_audit`); a
     :class:`~equiscope.Grid` is used as it is; ``"auto"`` refines Lebedev grids until
     the RMSE changes by less than 1 % on the first structures. ``layers=None``
-    captures every layer the model exposes.
+    captures every layer the model exposes. ``batch_size`` copies go into one model
+    call; by default (``None``) the fastest size within ``max_memory`` bytes (default:
+    half the available memory), found by measurement.
 
     ``shards`` (e.g. ``Shards.current()`` inside a ``torchrun`` process group): each
     process audits one contiguous block of ``structures``, of about equal atom counts,
@@ -224,7 +233,7 @@ def audit(
                 file=sys.stderr,
             )
     return run_audit(
-        MetatomicAdapter(model, batch_size=batch_size),
+        MetatomicAdapter(model, batch_size=batch_size, max_memory=max_memory),
         structures,
         grid=grid,
         max_lambda=max_lambda,

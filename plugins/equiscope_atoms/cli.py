@@ -14,8 +14,10 @@ from equiscope.cli import (
     audit_grid,
     estimate_options,
     output_folder,
+    parse_batch_size,
     parse_labels,
     parse_list,
+    parse_memory,
     require_at_least,
 )
 
@@ -44,6 +46,7 @@ def _audit(args) -> int:
         require_at_least(("--structures", args.structures, 1))
     if args.max_lambda is not None and args.max_lambda < 0:
         raise BadInput(f"--max-lambda must be non-negative, got {args.max_lambda}")
+    batch_size, max_memory = parse_batch_size(args.batch_size), parse_memory(args.max_memory)
     output = output_folder(args.output)
     grid = audit_grid(args)
     estimate = estimate_options(args) if grid is None else {}
@@ -70,6 +73,8 @@ def _audit(args) -> int:
                 args.data,
                 atomic_types=model.atomic_types,
                 limit=args.structures,
+                sample=args.sample,
+                seed=args.seed,
                 labels=labels,
             )
             report = audit(
@@ -79,7 +84,8 @@ def _audit(args) -> int:
                 max_lambda=args.max_lambda,
                 outputs=parse_list(args.outputs),
                 layers=layers,
-                batch_size=args.batch_size,
+                batch_size=batch_size,
+                max_memory=max_memory,
                 convergence_structures=args.convergence_structures,
                 shards=shards,
                 **estimate,

@@ -71,15 +71,25 @@ def _label(atoms, key: str, where: str, output: str) -> torch.Tensor:
     raise DataError(f"{where} has no label '{key}' (for {output})")
 
 
+def _unreadable(path: Path, error: Exception) -> str:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"data file {path} could not be read by ASE ({type(error).__name__}: {message[:160]})"
+
+
 def read_structures(
     path: str | Path,
     *,
     atomic_types: list[int] | None = None,
     limit: int | None = None,
+    sample: str = "first",
+    seed: int = 0,
     dtype: torch.dtype = torch.float64,
     labels: dict[str, str] | None = None,
 ) -> list[Structure]:
-    """Read every frame ASE can read from ``path``; raise :class:`DataError` naming
+    """Read the frames of ``path`` (streamed with ``ase.io.iread``): all, or ``limit``
+    of them, the first (nothing after them is read) or, with ``sample="random"``,
+    drawn by seeded reservoir sampling over the whole file (at most ``limit`` frames
+    held in memory); structures keep their frame index. Raise :class:`DataError` naming
     the file and frame on empty data, NaN positions or unsupported atom types.
 
     ``labels`` maps output names to the keys of their reference values in each frame
@@ -89,6 +99,8 @@ def read_structures(
     import ase.io
     from metatomic.torch import systems_to_torch
 
+    from equiscope.sampling import SAMPLE_MODES, choose
+
     from .models import type_names
 
     path = Path(path)
@@ -96,21 +108,20 @@ def read_structures(
         raise DataError(f"data {path} is a directory; give a structure file (e.g. extxyz)")
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {path} holds no structures (it is empty)")
+    if sample not in SAMPLE_MODES:
+        raise DataError(f"unknown sampling '{sample}'; expected one of {', '.join(SAMPLE_MODES)}")
+    if limit is not None and limit < 1:
+        raise DataError(f"structure limit must be at least 1, got {limit}")
     try:
-        frames = ase.io.read(str(path), index=":")
+        frames = list(choose(ase.io.iread(str(path), index=":"), limit, how=sample, seed=seed))
     except Exception as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise DataError(
-            f"data file {path} could not be read by ASE ({type(error).__name__}: {message[:160]})"
-        ) from None
-    if not isinstance(frames, list):
-        frames = [frames]
-    if limit is not None:
-        frames = frames[:limit]
+        raise DataError(_unreadable(path, error)) from None
     if len(frames) == 0:
         raise DataError(f"data file {path} holds no structures")
     structures = []
-    for index, atoms in enumerate(frames):
+    for index, atoms in frames:
         where = f"{path} frame {index}"
         if len(atoms) == 0:
             raise DataError(f"{where} has no atoms")

@@ -21,6 +21,7 @@ from metatomic.torch import ModelOutput, System
 from equiscope import Grid, SpectrumAccumulator
 from equiscope.audit import OrbitResult, OutputKind
 
+from ._batching import BatchPlanner
 from ._copies import assemble_copies
 from .models import LoadedModel
 
@@ -195,11 +196,19 @@ def evaluate_orbit(
     stress: bool = False,
     layers: list[str] = (),
     max_lambda: int | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
+    max_memory: int | None = None,
+    planner: BatchPlanner | None = None,
 ) -> OrbitResult:
     """Responses of ``outputs`` (model output names), conservative ``forces`` and
     ``stress`` (from ``energy``), and spectra of hidden ``layers`` on the orbit:
-    ``mtt::feature::<path>`` outputs for ``model.layers``, forward hooks otherwise."""
+    ``mtt::feature::<path>`` outputs for ``model.layers``, forward hooks otherwise.
+
+    Copies per model call: ``batch_size`` when given; otherwise the fastest size that
+    fits in ``max_memory`` bytes (default: half the available RAM, or of the free
+    GPU memory), found by measurement (:class:`~equiscope_atoms._batching.BatchPlanner`;
+    pass one ``planner`` to reuse its choice over structures). On an out-of-memory
+    error a call is retried with half the copies."""
     dtype, device = model.dtype, model.device
     model.check_types(system.types)
     system = System(
@@ -229,8 +238,9 @@ def evaluate_orbit(
     responses: dict[str, list[torch.Tensor]] = {}
     kinds: dict[str, OutputKind] = {}
     volume = abs(float(torch.det(system.cell.to(torch.float64))))
-    for start in range(0, grid.size, batch_size):
-        matrices = grid.rotations[start : start + batch_size]
+
+    def evaluate_chunk(start: int, stop: int) -> None:
+        matrices = grid.rotations[start:stop]
         hooks = _Hooks(model, hooked)
         try:
             with torch.set_grad_enabled(gradients):
@@ -238,12 +248,12 @@ def evaluate_orbit(
                     system, template, matrices, forces=forces, stress=stress
                 )
                 result = model.evaluate(copies, model_outputs)
+            if gradients:
+                energy = result["energy"].block().values.sum()
+                inputs = ([positions] if forces else []) + ([strains] if stress else [])
+                grads = torch.autograd.grad(energy, inputs)
         finally:
             hooks.remove()
-        if gradients:
-            energy = result["energy"].block().values.sum()
-            inputs = ([positions] if forces else []) + ([strains] if stress else [])
-            grads = torch.autograd.grad(energy, inputs)
         n = len(copies)
         for name in outputs:
             per_structure = _sample_kind(model, name) == "system"
@@ -263,6 +273,18 @@ def evaluate_orbit(
         for path in hooked:
             values = _copies_first(hooks.captured[path], n, path)
             accumulators[path].add(values.cpu().to(torch.float64), start)
+
+    if planner is None:
+        planner = BatchPlanner(batch_size=batch_size, max_memory=max_memory)
+    n_atoms = len(system)
+    key = (
+        max(n_atoms - 1, 0).bit_length(),  # size bucket: atoms up to the next power of 2
+        tuple(sorted(requested)),
+        forces,
+        stress,
+        tuple(layers),
+    )
+    planner.run(key, grid.size, n_atoms, device, evaluate_chunk)
     return OrbitResult(
         responses={name: torch.cat(parts) for name, parts in responses.items()},
         kinds=kinds,

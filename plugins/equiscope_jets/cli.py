@@ -325,6 +325,8 @@ def audit_jet_model(args: argparse.Namespace) -> int | None:
     """``equiscope audit`` on a tagger checkpoint or exported program: run the jet audit
     and return its exit code; ``None`` when ``args.model`` is neither. ``--grid`` other than
     ``auto`` names the groups (comma-separated), ``--structures`` the number of jets."""
+    from equiscope.cli import parse_batch_size
+
     from .audit import DEFAULT_GROUPS
 
     if not is_tagger(args.model):
@@ -339,7 +341,7 @@ def audit_jet_model(args: argparse.Namespace) -> int | None:
         n=args.n,
         max_lambda=args.max_lambda,
         layers="none" if args.layers == "none" else "all",
-        batch_size=max(args.batch_size, 1) * 16,
+        batch_size=(parse_batch_size(args.batch_size) or 32) * 16,
         rapidity_max=1.0,
         rapidity_steps=9,
         convergence_jets=args.convergence_structures,

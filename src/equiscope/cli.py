@@ -45,6 +45,39 @@ def require_at_least(*checks: tuple[str, int, int]) -> None:
             raise BadInput(f"{option} must be at least {minimum}, got {value}")
 
 
+def parse_batch_size(text) -> int | None:
+    """``--batch-size``: ``None`` for ``auto``, else a positive integer."""
+    if text is None or str(text).strip().lower() == "auto":
+        return None
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise BadInput(f"--batch-size: expected auto or a number, got '{text}'") from None
+    require_at_least(("--batch-size", value, 1))
+    return value
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+
+
+def parse_memory(text: str | None) -> int | None:
+    """``--max-memory`` (``4GB``, ``512MB``, ``1.5GiB``, or bytes) in bytes; ``None``
+    when not given."""
+    if text is None:
+        return None
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise BadInput(f"--max-memory: expected a size such as 4GB or 512MB, got '{text}'")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value < 1:
+        raise BadInput(f"--max-memory must be positive, got '{text}'")
+    return value
+
+
 def output_folder(path, *, label: str = "output") -> Path:
     """``path`` as a report folder: it may not exist yet, but must not be a file."""
     output = Path(path)
@@ -255,9 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
         "for the 2nd tensor it returns); checkpoints only",
     )
     audit.add_argument(
-        "--batch-size", type=int, default=32, help="transformed copies per model call"
+        "--batch-size",
+        default="auto",
+        help="transformed copies per model call: auto (the fastest size that fits in "
+        "--max-memory, measured on the first structure of each size) or a number",
     )
-    audit.add_argument("--structures", type=int, help="audit only the first N structures")
+    audit.add_argument(
+        "--max-memory",
+        help="memory the model calls may use, e.g. 4GB or 512MB (default: half the "
+        "available RAM, or of the free GPU memory)",
+    )
+    audit.add_argument("--structures", type=int, help="audit only N structures (see --sample)")
+    audit.add_argument(
+        "--sample",
+        default="first",
+        choices=["first", "random"],
+        help="with --structures N: the first N frames (reads no further), or N frames drawn "
+        "at random (seeded by --seed) from a stream over the whole file",
+    )
     audit.add_argument(
         "--totals",
         help="comma-separated outputs declared per atom to audit as structure totals, "

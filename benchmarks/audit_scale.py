@@ -1,0 +1,299 @@
+"""Memory and time of an audit at production scale, against plain evaluations.
+
+Model: metatrain's default PET hypers (2.9 M parameters; untrained, seeded, float32,
+exported). Structures: rattled fcc copper cells of 32, 108, 256, 500 and 1,000 atoms.
+
+``orbit`` mode (default): per size, in a fresh process each (so that its peak resident
+set is its own), ``evaluate_orbit`` on the octahedral grid with inversion (48 copies),
+energy + forces + stress, default options (copies per call chosen by measurement
+within the default memory budget); then, in another fresh process, plain single
+evaluations of energy + forces + stress with metatomic-ase's ``MetatomicCalculator``
+on the same exported model (rattled anew before each call; one warm-up call not
+timed). Reports the peak RSS of the audit process, the audit's wall time, the mean
+time of a plain evaluation, and the ratio of the audit time to 48 plain evaluations.
+
+``default`` mode: the default ``equiscope audit`` (no ``--grid``: the unbiased
+estimate to 10 % precision) of the same untrained default-size PET, as a user runs
+it (a fresh process: imports, model loading, reading and the audit, without
+writing the report files), on 24 cells of 8 atoms and on
+one 32-atom cell; prints the wall time and A with its 95 % interval per output.
+
+Run (niced: timings on a shared machine are noisy):
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/audit_scale.py [--sizes 32,108]
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/audit_scale.py --mode default
+Writes docs/measurements/audit_scale_cpu_1thread.txt (or audit_default_cpu_1thread.txt)
+and docs/figures/audit_scale.png.
+"""
+
+import os
+
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REPEATS = {32: (2, 2, 2), 108: (3, 3, 3), 256: (4, 4, 4), 500: (5, 5, 5), 1000: None}
+
+
+def copper(n_atoms: int, seed: int):
+    """A rattled fcc copper cell of ``n_atoms`` (1,000: a 10 x 10 x 10 primitive cell)."""
+    import ase.build
+
+    if n_atoms == 1000:
+        atoms = ase.build.bulk("Cu", "fcc", a=3.61).repeat((10, 10, 10))
+    elif n_atoms == 8:
+        atoms = ase.build.bulk("Cu", "fcc", a=3.61).repeat((2, 2, 2))
+    else:
+        atoms = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat(REPEATS[n_atoms])
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def build_model(path: Path) -> None:
+    """metatrain's default PET hypers for copper, untrained (seed 0), float32, exported."""
+    import torch
+    from metatrain.pet import PET
+    from metatrain.utils.architectures import get_default_hypers
+    from metatrain.utils.data import DatasetInfo
+    from metatrain.utils.data.target_info import get_energy_target_info
+
+    hypers = get_default_hypers("pet")["model"]
+    info = DatasetInfo(
+        length_unit="Angstrom",
+        atomic_types=[29],
+        targets={"energy": get_energy_target_info("energy", {"unit": "eV"})},
+    )
+    torch.manual_seed(0)
+    PET(hypers, info).to(torch.float32).eval().export().save(str(path))
+
+
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_orbit(model_path: str, n_atoms: int, batch_size: int | None) -> dict:
+    """In this (fresh) process: one octahedral orbit with forces and stress."""
+    import torch
+    from metatomic.torch import systems_to_torch
+
+    import equiscope as eq
+    from equiscope_atoms import load_model
+    from equiscope_atoms._batching import BatchPlanner
+    from equiscope_atoms.orbit import evaluate_orbit
+
+    torch.set_num_threads(1)
+    model = load_model(model_path)
+    system = systems_to_torch(copper(n_atoms, seed=1), dtype=torch.float32)
+    grid = eq.grid("octahedral", inversion=True)
+    before = peak_rss()
+    planner = BatchPlanner(batch_size=batch_size)
+    start = time.perf_counter()
+    result = evaluate_orbit(
+        model, system, grid, outputs=["energy"], forces=True, stress=True, planner=planner
+    )
+    seconds = time.perf_counter() - start
+    assert result.responses["forces"].shape == (grid.size, n_atoms, 3)
+    plan = next(iter(planner.plans.values()), None)
+    return {
+        "seconds": seconds,
+        "copies": grid.size,
+        "calls": planner.calls,
+        "chosen": planner.batch_size if plan is None else plan.best,
+        "budget": planner.max_memory,
+        "peak_rss": peak_rss(),
+        "rss_before": before,
+    }
+
+
+def run_plain(model_path: str, n_atoms: int, evaluations: int) -> dict:
+    """In this (fresh) process: plain MetatomicCalculator energy + forces + stress."""
+    import torch
+    from metatomic_ase import MetatomicCalculator
+
+    torch.set_num_threads(1)
+    calculator = MetatomicCalculator(model_path)
+    atoms = copper(n_atoms, seed=1)
+    atoms.calc = calculator
+    times = []
+    for index in range(evaluations + 1):  # the first call is a warm-up
+        atoms.rattle(0.001, seed=100 + index)
+        start = time.perf_counter()
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        atoms.get_stress()
+        times.append(time.perf_counter() - start)
+    return {"seconds": times[1:], "peak_rss": peak_rss()}
+
+
+def run_default(model_path: str, data: str) -> dict:
+    """In this (fresh) process: the default audit through the Python API (what
+    ``equiscope audit MODEL DATA`` runs, without writing the report files)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from equiscope_atoms import audit, load_model, read_structures
+
+    model = load_model(model_path)
+    structures = read_structures(data, atomic_types=model.atomic_types)
+    report = audit(model, structures, progress=False)
+    return {"outputs": report["outputs"]}
+
+
+def child(args_list: list[str]) -> dict:
+    command = [sys.executable, __file__, *args_list]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return (
+        f"{cpu}, {os.cpu_count()} cores (shared), 1 torch thread, torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def orbit_mode(args) -> None:
+    sizes = [int(s) for s in args.sizes.split(",")]
+    lines = [
+        "audit_scale: evaluate_orbit, octahedral grid with inversion (48 copies), energy + "
+        "forces + stress, default options; metatrain default PET (untrained, float32, exported)",
+        f"machine: {machine()}",
+        "plain: metatomic_ase.MetatomicCalculator energy+forces+stress, mean of N timed calls "
+        "(after one warm-up) times 48",
+        "",
+        f"{'atoms':>6} {'peak RSS':>9} {'audit s':>9} {'plain s/eval':>13} {'N':>3} "
+        f"{'ratio':>6} {'copies/call':>12} {'calls':>6} {'budget':>8}",
+    ]
+    print("\n".join(lines), flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        model = Path(folder) / "pet_default.pt"
+        build_model(model)
+        for n_atoms in sizes:
+            extra = [] if args.batch_size is None else ["--batch-size", str(args.batch_size)]
+            audit = child(
+                ["--child", "orbit", "--atoms", str(n_atoms), "--model", str(model), *extra]
+            )
+            n_plain = args.plain if n_atoms <= 256 else max(4, args.plain // 3)
+            where = ["--atoms", str(n_atoms), "--model", str(model)]
+            plain = child(["--child", "plain", *where, "--plain", str(n_plain)])
+            per_eval = sum(plain["seconds"]) / len(plain["seconds"])
+            ratio = audit["seconds"] / (audit["copies"] * per_eval)
+            row = {"atoms": n_atoms, **audit, "plain_per_eval": per_eval, "ratio": ratio}
+            rows.append(row)
+            line = (
+                f"{n_atoms:>6} {audit['peak_rss'] / 1e9:>7.2f}GB {audit['seconds']:>9.1f} "
+                f"{per_eval:>13.3f} {n_plain:>3} {ratio:>6.2f} {audit['chosen']:>12} "
+                f"{audit['calls']:>6} {audit['budget'] / 1e9:>6.1f}GB"
+            )
+            lines.append(line)
+            print(line, flush=True)
+    suffix = "" if args.batch_size is None else f"_batch{args.batch_size}"
+    out = ROOT / "docs" / "measurements" / f"audit_scale_cpu_1thread{suffix}.txt"
+    out.write_text("\n".join(lines) + "\n" + json.dumps(rows) + "\n")
+    if args.batch_size is None:
+        figure(rows, ROOT / "docs" / "figures" / "audit_scale.png")
+    print(f"wrote {out}")
+
+
+def figure(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    atoms = [r["atoms"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(atoms, [r["peak_rss"] / 1e9 for r in rows], "o-")
+    left.set_xlabel("atoms")
+    left.set_ylabel("peak RSS of the audit (GB)")
+    left.set_xscale("log")
+    right.plot(atoms, [r["ratio"] for r in rows], "o-")
+    right.axhline(1.15, color="grey", ls="--", label="target 1.15")
+    right.set_xlabel("atoms")
+    right.set_ylabel("audit time / 48 plain evaluations")
+    right.set_xscale("log")
+    right.legend()
+    fig.suptitle("Default PET, octahedral orbit (48 copies), E+F+S, 1 CPU thread")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def default_mode(args) -> None:
+    import ase.io
+
+    lines = [
+        "audit_default: equiscope_atoms.audit(model, structures) in a fresh process (the "
+        "default estimate, precision 0.1), "
+        "metatrain default PET (untrained, float32, exported), rattled fcc copper",
+        f"machine: {machine()}",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        model = folder / "pet_default.pt"
+        build_model(model)
+        cases = [("24 cells of 8 atoms", [copper(8, seed=s) for s in range(24)], 120)]
+        cases.append(("1 cell of 32 atoms", [copper(32, seed=0)], 30))
+        for label, frames, target in cases:
+            data = folder / "data.xyz"
+            ase.io.write(str(data), frames)
+            out = folder / "report"
+            start = time.perf_counter()
+            report = child(["--child", "default", "--model", str(model), "--data", str(data)])
+            seconds = time.perf_counter() - start
+            lines.append(f"{label}: {seconds:.1f} s (target <= {target} s)")
+            for name, output in report["outputs"].items():
+                low, high = output.get("equivariance_rmse_ci95") or (None, None)
+                interval = "" if low is None else f" [{low:.3g}, {high:.3g}]"
+                lines.append(f"  {name}: A = {output['equivariance_rmse']:.3g}{interval}")
+            print("\n".join(lines[-1 - len(report["outputs"]) :]), flush=True)
+    out = ROOT / "docs" / "measurements" / "audit_default_cpu_1thread.txt"
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["orbit", "default"], default="orbit")
+    parser.add_argument("--sizes", default="32,108,256,500,1000")
+    parser.add_argument("--plain", type=int, default=48, help="plain evaluations (/3 above 256)")
+    parser.add_argument("--batch-size", type=int, help="fixed copies per call (default: auto)")
+    parser.add_argument("--child", choices=["orbit", "plain", "default"], help=argparse.SUPPRESS)
+    parser.add_argument("--atoms", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "orbit":
+        print(json.dumps(run_orbit(args.model, args.atoms, args.batch_size)))
+    elif args.child == "default":
+        print(json.dumps(run_default(args.model, args.data), default=str))
+    elif args.child == "plain":
+        print(json.dumps(run_plain(args.model, args.atoms, args.plain)))
+    elif args.mode == "orbit":
+        orbit_mode(args)
+    else:
+        default_mode(args)
+
+
+if __name__ == "__main__":
+    main()
