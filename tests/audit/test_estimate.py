@@ -71,10 +71,11 @@ def test_the_estimate_is_unbiased_and_reports_only_resolved_sectors():
     total = C**2 + A**2 / 5 + B**2 / 13
     # (2,1) itself is exact (the grid averages it out); its fraction of the estimated
     # total is not, since the total's estimate carries the lambda = 6 noise
-    two = sum(r["spectrum"]["2,1"] for r in runs) / len(runs)
-    assert two == pytest.approx(A**2 / 5 / total, rel=0.05)
+    two = torch.tensor([r["spectrum"]["2,1"] for r in runs])
+    error = float(two.std() / math.sqrt(len(two)))
+    assert abs(float(two.mean()) - A**2 / 5 / total) < 4 * error
     for run in runs:
-        assert run["spectrum"]["1,1"] == 0.0  # no content there: not reported
+        assert run["spectrum"]["1,1"] < 1e-20  # no content there: round-off at most
         # (6,1) is reported only when its interval excludes zero, and then covers it
         six, half = run["spectrum"]["6,1"], run["spectrum_ci95_half_width"]["6,1"]
         assert six == 0.0 or abs(six - B**2 / 13 / total) <= 2 * half
@@ -122,8 +123,8 @@ def test_the_interval_shrinks_with_more_replicates():
 def test_replicates_are_added_until_the_precision_is_reached():
     loose = audit(0, precision=10.0)
     tight = audit(0, precision=0.05, max_replicates=200)
-    assert loose["estimate"]["replicates"] == [4, 4]
-    assert tight["estimate"]["replicates"][0] > 4
+    assert loose["estimate"]["replicates"] == [3, 3]
+    assert tight["estimate"]["replicates"][0] > 3
     assert tight["estimate"]["relative_half_width"] <= 0.05
     assert tight["converged"] is True
 

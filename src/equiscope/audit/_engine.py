@@ -38,7 +38,7 @@ __all__ = [
 
 DEFAULT_PRECISION = 0.1
 """Target half-width of the 95 % interval of A, relative to A, of the default audit."""
-DEFAULT_REPLICATES = 4
+DEFAULT_REPLICATES = 3
 """Randomly oriented copies of the base grid per sample in the first round."""
 DEFAULT_MAX_REPLICATES = 24
 """The most replicates a sample gets while the interval is too wide."""
