@@ -30,6 +30,7 @@ import os
 os.environ["OMP_NUM_THREADS"] = "1"
 
 import argparse
+import itertools
 import json
 import platform
 import resource
@@ -133,18 +134,20 @@ def run_plain(model_path: str, n_atoms: int, evaluations: int) -> dict:
     return {"seconds": times[1:], "peak_rss": peak_rss()}
 
 
-def run_default(model_path: str, data: str) -> dict:
+def run_default(model_path: str, data: str, estimate_grid: str = "icosahedral") -> dict:
     """In this (fresh) process: the default audit through the Python API (what
     ``equiscope audit MODEL DATA`` runs, without writing the report files)."""
     import torch
 
     torch.set_num_threads(1)
+    import equiscope as eq
     from equiscope_atoms import audit, load_model, read_structures
 
     model = load_model(model_path)
     structures = read_structures(data, atomic_types=model.atomic_types)
-    report = audit(model, structures, progress=False)
-    return {"outputs": report["outputs"]}
+    base = eq.grid(estimate_grid, inversion=True)
+    report = audit(model, structures, progress=False, estimate_grid=base)
+    return {"outputs": report["outputs"], "copies": report["grid"]["copies"]}
 
 
 def child(args_list: list[str]) -> dict:
@@ -254,14 +257,19 @@ def default_mode(args) -> None:
         build_model(model)
         cases = [("24 cells of 8 atoms", [copper(8, seed=s) for s in range(24)], 120)]
         cases.append(("1 cell of 32 atoms", [copper(32, seed=0)], 30))
-        for label, frames, target in cases:
+        for (label, frames, target), base in itertools.product(
+            cases, ("icosahedral", "octahedral")
+        ):
             data = folder / "data.xyz"
             ase.io.write(str(data), frames)
-            out = folder / "report"
             start = time.perf_counter()
-            report = child(["--child", "default", "--model", str(model), "--data", str(data)])
+            where = ["--model", str(model), "--data", str(data), "--estimate-grid", base]
+            report = child(["--child", "default", *where])
             seconds = time.perf_counter() - start
-            lines.append(f"{label}: {seconds:.1f} s (target <= {target} s)")
+            lines.append(
+                f"{label}, --estimate-grid {base}: {seconds:.1f} s (target <= {target} s), "
+                f"{report['copies']} evaluations"
+            )
             for name, output in report["outputs"].items():
                 low, high = output.get("equivariance_rmse_ci95") or (None, None)
                 interval = "" if low is None else f" [{low:.3g}, {high:.3g}]"
@@ -282,11 +290,12 @@ def main() -> None:
     parser.add_argument("--atoms", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--estimate-grid", default="icosahedral", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "orbit":
         print(json.dumps(run_orbit(args.model, args.atoms, args.batch_size)))
     elif args.child == "default":
-        print(json.dumps(run_default(args.model, args.data), default=str))
+        print(json.dumps(run_default(args.model, args.data, args.estimate_grid), default=str))
     elif args.child == "plain":
         print(json.dumps(run_plain(args.model, args.atoms, args.plain)))
     elif args.mode == "orbit":

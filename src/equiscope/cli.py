@@ -152,7 +152,7 @@ def estimate_options(args) -> dict:
         "precision": args.precision,
         "max_replicates": args.max_replicates,
         "seed": args.seed,
-        "estimate_grid": grid("icosahedral", inversion=not args.no_inversion),
+        "estimate_grid": grid(args.estimate_grid, inversion=not args.no_inversion),
     }
 
 
@@ -254,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.1,
         help="--grid estimate: target half-width of the 95%% interval of A, relative to A",
+    )
+    audit.add_argument(
+        "--estimate-grid",
+        choices=["tetrahedral", "octahedral", "icosahedral"],
+        default="icosahedral",
+        help="--grid estimate: the group whose random orientations are evaluated "
+        "(icosahedral, 120 evaluations each with inversion, resolves spectra best; "
+        "octahedral, 48, costs 2.5x less but its spectra are noisier)",
     )
     audit.add_argument(
         "--max-replicates",
