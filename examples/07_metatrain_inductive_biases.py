@@ -10,7 +10,7 @@ force, learned directly, without energy):
 
 - covariant readout bias on vs off: a bias on a lambda = 1 readout is a constant
   vector in the lab frame; expected: off gives a lower equivariance RMSE at equal or
-  better accuracy (a constant vector adds |b|^2 to A^2 of every structure);
+  better accuracy (a constant vector adds its squared norm to A^2 of every structure);
 - edge-embedding bandwidth scan: PET's linear embedding vs solid harmonics up to
   lmax = 2, 4, 8.
 - tensor-basis readout: the vector read out as sum_j c_ij r_hat_ij, with the
