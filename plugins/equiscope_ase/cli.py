@@ -17,6 +17,7 @@ from equiscope.cli import (
     output_folder,
     parse_labels,
     require_at_least,
+    write_audit,
 )
 
 __all__ = ["AUDIT", "is_factory_spec"]
@@ -49,7 +50,6 @@ def _audit(args) -> int:
     torch.set_num_threads(1)
     from equiscope import shards as sharding
     from equiscope.audit import AuditOptionError
-    from equiscope.report import markdown_summary, write_report
 
     from .audit import (
         CalculatorAdapter,
@@ -110,16 +110,10 @@ def _audit(args) -> int:
             raise BadInput(str(error)) from None
     finally:
         sharding.close(shards)
-    if not shards.leader:
-        return 0
-    for note in adapter.notes:
-        print(f"note: {note}", file=sys.stderr)
-    write_report(report, output)
-    summary = markdown_summary(report)
-    print(summary.split("## Where the symmetry breaks")[0].rstrip())
-    processes = f", {shards.size} processes" if shards.distributed else ""
-    print(f"\nreport: {output / 'report.md'} (and report.json, figures{processes})")
-    return 0
+    if shards.leader:
+        for note in adapter.notes:
+            print(f"note: {note}", file=sys.stderr)
+    return write_audit(report, output, shards)
 
 
 AUDIT = AuditPlugin(

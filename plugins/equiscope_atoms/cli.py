@@ -19,6 +19,7 @@ from equiscope.cli import (
     parse_list,
     parse_memory,
     require_at_least,
+    write_audit,
 )
 
 __all__ = ["AUDIT", "add_commands"]
@@ -33,7 +34,6 @@ def _audit(args) -> int:
 
     torch.set_num_threads(1)
     from equiscope import shards as sharding
-    from equiscope.report import terminal_summary, write_report
 
     from . import DataError, ModelLoadError, audit, load_model, read_structures
     from .audit import AuditOptionError
@@ -94,13 +94,7 @@ def _audit(args) -> int:
             raise BadInput(str(error)) from None
     finally:
         sharding.close(shards)
-    if not shards.leader:
-        return 0
-    write_report(report, output)
-    print(terminal_summary(report))
-    processes = f", {shards.size} processes" if shards.distributed else ""
-    print(f"\nreport: {output / 'report.md'} (and report.json, figures{processes})")
-    return 0
+    return write_audit(report, output, shards)
 
 
 AUDIT = AuditPlugin(

@@ -141,6 +141,20 @@ def audit_grid(args):
         raise BadInput(f"--grid: {error}") from None
 
 
+def write_audit(report: dict, output: Path, shards) -> int:
+    """Write ``report`` into ``output`` and print its summary (the leading process of
+    ``shards`` only); the exit code of an ``audit`` command."""
+    from .report import terminal_summary, write_report
+
+    if not shards.leader:
+        return 0
+    write_report(report, output)
+    print(terminal_summary(report))
+    processes = f", {shards.size} processes" if shards.distributed else ""
+    print(f"\nreport: {output / 'report.md'} (and report.json, figures{processes})")
+    return 0
+
+
 def estimate_options(args) -> dict:
     """The default estimate's options from the ``audit`` arguments (for ``run_audit``)."""
     from .grids import grid
