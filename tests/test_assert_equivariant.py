@@ -6,7 +6,7 @@ import pytest
 from ase.calculators.emt import EMT
 
 import equiscope as eq
-from _calculators_calc import PlantedCalculator
+from _analytic_calculators import PlantedCalculator
 from equiscope.testing import assert_equivariant
 
 

@@ -15,7 +15,7 @@ from ase.calculators.lj import LennardJones
 from ase.stress import voigt_6_to_full_3x3_stress
 
 import equiscope as eq
-from _calculators_calc import PlantedCalculator
+from _analytic_calculators import PlantedCalculator
 from equiscope.groups.frames import random_element
 from equiscope_ase import EquiscopeCalculator
 
