@@ -160,3 +160,26 @@ class Failing(Calculator):
         self.calls += 1
         self.results["energy"] = 0.0
         self.results["forces"] = np.zeros((len(self.atoms), 3))
+
+
+def cubic(seed: int = 1):
+    """A rattled conventional fcc copper cell doubled along z (8 atoms)."""
+    import ase.build
+
+    atoms = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat((1, 1, 2))
+    atoms.rattle(0.1, seed=seed)
+    return atoms
+
+
+def triclinic():
+    """Copper atoms at random positions of a triclinic cell, none closer than 1.8 A."""
+    import ase
+
+    cell = np.array([[4.1, 0.0, 0.0], [1.3, 3.9, 0.0], [-0.7, 0.9, 4.4]])
+    fractions = np.random.default_rng(3).random((6, 3))
+    atoms = ase.Atoms("Cu6", scaled_positions=fractions, cell=cell, pbc=True)
+    keep = [0]
+    for index in range(1, len(atoms)):
+        if atoms.get_distances(index, keep, mic=True).min() > 1.8:
+            keep.append(index)
+    return atoms[keep]

@@ -330,7 +330,7 @@ class MultipoleAnisotropy(torch.nn.Module):
         return _energy_and_force_maps(systems, outputs, energies, forces)
 
 
-class SignedVolume(torch.nn.Module):
+class SignedVolume(PairPotential):
     """Shifted Lennard-Jones pairs plus a pressure term on the SIGNED cell volume,
 
     ``E = sum_pairs LJ(|r_j - r_i + S cell|) + p det(cell)``,
@@ -342,19 +342,8 @@ class SignedVolume(torch.nn.Module):
     cell gives wrong pair vectors."""
 
     def __init__(self, pressure: float = 0.05, cutoff: float = 4.0):
-        super().__init__()
+        super().__init__(cutoff=cutoff, sigma=2.0, epsilon=0.2)  # PairPotential's LJ
         self.pressure = pressure
-        self.cutoff = cutoff
-        self.sigma = 2.0
-        self.epsilon = 0.2
-        self._neighbors = NeighborListOptions(cutoff=cutoff, full_list=False, strict=True)
-
-    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        return [self._neighbors]
-
-    def _lj(self, r: torch.Tensor) -> torch.Tensor:
-        x = (self.sigma / r) ** 6
-        return 4.0 * self.epsilon * (x * x - x)
 
     def forward(
         self,

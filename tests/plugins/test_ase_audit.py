@@ -13,7 +13,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.lj import LennardJones
 
 import equiscope as eq
-from _calculators import Chiral, Failing, PairCalculator, PlantedAnisotropy
+from _calculators import Chiral, Failing, PairCalculator, PlantedAnisotropy, cubic, triclinic
 from equiscope_ase.audit import (
     CalculatorAdapter,
     CalculatorError,
@@ -23,23 +23,6 @@ from equiscope_ase.audit import (
 O3 = eq.grid("lebedev", degree=4, inversion=True)
 SO3 = eq.grid("lebedev", degree=4)
 MOLECULE = [[0.0, 0.0, 0.0], [1.2, 0.1, -0.2], [-0.5, 0.9, 0.3], [0.1, -0.8, 0.7]]
-
-
-def cubic() -> ase.Atoms:
-    atoms = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat((1, 1, 2))
-    atoms.rattle(0.1, seed=1)
-    return atoms
-
-
-def triclinic() -> ase.Atoms:
-    cell = np.array([[4.1, 0.0, 0.0], [1.3, 3.9, 0.0], [-0.7, 0.9, 4.4]])
-    fractions = np.random.default_rng(3).random((6, 3))
-    atoms = ase.Atoms("Cu6", scaled_positions=fractions, cell=cell, pbc=True)
-    keep = [0]
-    for index in range(1, len(atoms)):
-        if atoms.get_distances(index, keep, mic=True).min() > 1.8:
-            keep.append(index)
-    return atoms[keep]
 
 
 def measure(adapter, atoms, grid, outputs, max_lambda=2):
