@@ -8,14 +8,15 @@ result for people to read. Names are imported on first use.
 """
 
 _LAZY = {
-    "AuditOptionError": ".audit",
+    "AuditOptionError": "._audit",
     "DataError": ".data",
     "LoadedModel": ".models",
     "ModelLoadError": ".models",
     "OrbitResult": ".orbit",
     "OutputKind": ".orbit",
     "Structure": ".data",
-    "audit": ".audit",
+    "MetatomicAdapter": "._audit",
+    "audit": "._audit",
     "evaluate_orbit": ".orbit",
     "g2_molecules": ".molecules",
     "generate_xtb_molecules": ".molecules",
@@ -43,6 +44,7 @@ __all__ = [
     "AuditOptionError",
     "DataError",
     "LoadedModel",
+    "MetatomicAdapter",
     "ModelLoadError",
     "OrbitResult",
     "OutputKind",

@@ -35,8 +35,8 @@ def _audit(args) -> int:
     torch.set_num_threads(1)
     from equiscope import shards as sharding
 
-    from . import DataError, ModelLoadError, audit, load_model, read_structures
-    from .audit import AuditOptionError
+    from . import DataError, ModelLoadError, load_model, read_structures
+    from ._audit import AuditOptionError, audit
 
     if args.model_dtype is not None:
         raise BadInput(

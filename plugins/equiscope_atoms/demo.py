@@ -19,7 +19,7 @@ from pathlib import Path
 import equiscope as eq
 from equiscope.report import terminal_summary, write_report
 
-from .audit import audit
+from ._audit import audit
 from .data import read_structures
 from .models import load_model
 

@@ -104,7 +104,7 @@ def test_the_cli_audits_a_calculator_without_metatensor(tmp_path, first):
 def test_the_metatomic_path_names_the_import_trap_in_one_line():
     if importlib.util.find_spec("torch_geometric") is None:
         pytest.skip("torch_geometric is not installed")
-    script = "import torch_geometric\nimport equiscope_atoms.audit\n"
+    script = "import torch_geometric\nfrom equiscope_atoms import audit\n"
     done = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,

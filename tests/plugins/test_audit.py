@@ -368,3 +368,19 @@ def test_units_and_types_read_as_a_person_writes_them(tmp_path):
     model.length_unit = "Angstrom"
     assert model.output_unit("forces") == "(kcal/mol)/Å"
     assert model.output_unit("stress") == "(kcal/mol)/Å^3"
+
+
+def test_the_public_audit_is_the_function_whatever_was_imported_before():
+    """``from equiscope_atoms import audit`` is the function even after the module that
+    defines it (and the adapter) was imported: no submodule shares its name."""
+    import subprocess
+    import sys
+
+    script = (
+        "from equiscope_atoms import MetatomicAdapter\n"
+        "import equiscope_atoms._audit\n"
+        "from equiscope_atoms import audit\n"
+        "print(callable(audit), type(audit).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "True function", done.stderr

@@ -17,7 +17,7 @@ from _models import PlantedAnisotropy, export, write_copper
 from equiscope.audit._engine import _merge, _run
 from equiscope.shards import Shards
 from equiscope_atoms import load_model, read_structures
-from equiscope_atoms.audit import MetatomicAdapter
+from equiscope_atoms import MetatomicAdapter
 
 OUTPUTS = {
     "energy": ModelOutput(unit="eV", sample_kind="system"),
