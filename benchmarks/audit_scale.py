@@ -12,11 +12,12 @@ on the same exported model (rattled anew before each call; one warm-up call not
 timed). Reports the peak RSS of the audit process, the audit's wall time, the mean
 time of a plain evaluation, and the ratio of the audit time to 48 plain evaluations.
 
-``default`` mode: the default ``equiscope audit`` (no ``--grid``: the unbiased
-estimate to 10 % precision) of the same untrained default-size PET, as a user runs
-it (a fresh process: imports, model loading, reading and the audit, without
-writing the report files), on 24 cells of 8 atoms and on
-one 32-atom cell; prints the wall time and A with its 95 % interval per output.
+``default`` mode: the default ``equiscope audit MODEL DATA`` (no ``--grid``: the
+unbiased estimate to 10 % precision) of the same untrained default-size PET, as a user
+runs it (a fresh process: imports, model loading, reading, the audit and the report),
+on 24 cells of 8 atoms and on one 32-atom cell, with each ``--estimate-grid`` of
+``--bases``; prints the wall time, the start-up and report time, and A with its 95 %
+interval per output. ``--precision 0.02`` gives reference values to compare with.
 
 Run (niced: timings on a shared machine are noisy):
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/audit_scale.py [--sizes 32,108]
@@ -134,20 +135,25 @@ def run_plain(model_path: str, n_atoms: int, evaluations: int) -> dict:
     return {"seconds": times[1:], "peak_rss": peak_rss()}
 
 
-def run_default(model_path: str, data: str, estimate_grid: str = "icosahedral") -> dict:
-    """In this (fresh) process: the default audit through the Python API (what
-    ``equiscope audit MODEL DATA`` runs, without writing the report files)."""
-    import torch
-
-    torch.set_num_threads(1)
-    import equiscope as eq
-    from equiscope_atoms import audit, load_model, read_structures
-
-    model = load_model(model_path)
-    structures = read_structures(data, atomic_types=model.atomic_types)
-    base = eq.grid(estimate_grid, inversion=True)
-    report = audit(model, structures, progress=False, estimate_grid=base)
-    return {"outputs": report["outputs"], "copies": report["grid"]["copies"]}
+def run_default(model_path: str, data: str, estimate_grid: str, precision: float) -> dict:
+    """The default ``equiscope audit MODEL DATA`` as a user runs it, in a fresh process
+    (imports, model loading, reading, the audit and writing the report): wall time,
+    the audit's own time, the evaluations, and each output's A with its interval."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [
+            sys.executable, "-m", "equiscope.cli", "audit", model_path, data, "-o", out,
+            "--estimate-grid", estimate_grid, "--precision", str(precision),
+        ]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, env=os.environ)
+        seconds = time.perf_counter() - start
+        report = json.loads((Path(out) / "report.json").read_text())
+    return {
+        "seconds": seconds,
+        "audit_seconds": report["seconds"],
+        "outputs": report["outputs"],
+        "copies": report["grid"]["copies"],
+    }
 
 
 def child(args_list: list[str]) -> dict:
@@ -244,39 +250,41 @@ def default_mode(args) -> None:
     import ase.io
 
     lines = [
-        "audit_default: equiscope_atoms.audit(model, structures) in a fresh process (the "
-        "default estimate, precision 0.1), "
-        "metatrain default PET (untrained, float32, exported), rattled fcc copper",
+        "audit_default: `equiscope audit MODEL DATA` in a fresh process (the default "
+        f"estimate, precision {args.precision}; wall time includes imports, loading and "
+        "writing the report), metatrain default PET (untrained, float32, exported), "
+        "rattled fcc copper",
         f"machine: {machine()}",
         "",
     ]
     print("\n".join(lines), flush=True)
+    rows = []
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         model = folder / "pet_default.pt"
         build_model(model)
         cases = [("24 cells of 8 atoms", [copper(8, seed=s) for s in range(24)], 120)]
         cases.append(("1 cell of 32 atoms", [copper(32, seed=0)], 30))
-        for (label, frames, target), base in itertools.product(
-            cases, ("icosahedral", "octahedral")
-        ):
+        for (label, frames, target), base in itertools.product(cases, args.bases.split(",")):
             data = folder / "data.xyz"
             ase.io.write(str(data), frames)
-            start = time.perf_counter()
-            where = ["--model", str(model), "--data", str(data), "--estimate-grid", base]
-            report = child(["--child", "default", *where])
-            seconds = time.perf_counter() - start
+            report = run_default(str(model), str(data), base, args.precision)
             lines.append(
-                f"{label}, --estimate-grid {base}: {seconds:.1f} s (target <= {target} s), "
-                f"{report['copies']} evaluations"
+                f"{label}, --estimate-grid {base}: {report['seconds']:.1f} s (target <= "
+                f"{target} s; start-up and report {report['seconds'] - report['audit_seconds']:.1f}"
+                f" s), {report['copies']} evaluations"
             )
             for name, output in report["outputs"].items():
-                low, high = output.get("equivariance_rmse_ci95") or (None, None)
-                interval = "" if low is None else f" [{low:.3g}, {high:.3g}]"
-                lines.append(f"  {name}: A = {output['equivariance_rmse']:.3g}{interval}")
+                low, high = output["equivariance_rmse_ci95"]
+                lines.append(
+                    f"  {name}: A = {output['equivariance_rmse']:.4g} [{low:.4g}, {high:.4g}]"
+                    f" ({output['estimate']['replicates'][1]} replicates)"
+                )
+            rows.append({"case": label, "base": base, **report})
             print("\n".join(lines[-1 - len(report["outputs"]) :]), flush=True)
-    out = ROOT / "docs" / "measurements" / "audit_default_cpu_1thread.txt"
-    out.write_text("\n".join(lines) + "\n")
+    suffix = "" if args.precision == 0.1 else f"_precision{args.precision}"
+    out = ROOT / "docs" / "measurements" / f"audit_default_cpu_1thread{suffix}.txt"
+    out.write_text("\n".join(lines) + "\n" + json.dumps(rows, default=str) + "\n")
     print(f"wrote {out}")
 
 
@@ -286,16 +294,18 @@ def main() -> None:
     parser.add_argument("--sizes", default="32,108,256,500,1000")
     parser.add_argument("--plain", type=int, default=48, help="plain evaluations (/3 above 256)")
     parser.add_argument("--batch-size", type=int, help="fixed copies per call (default: auto)")
-    parser.add_argument("--child", choices=["orbit", "plain", "default"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["orbit", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--atoms", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    parser.add_argument("--estimate-grid", default="icosahedral", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--bases", default="octahedral,icosahedral", help="default mode: --estimate-grid values"
+    )
+    parser.add_argument(
+        "--precision", type=float, default=0.1, help="default mode: --precision (0.02: reference)"
+    )
     args = parser.parse_args()
     if args.child == "orbit":
         print(json.dumps(run_orbit(args.model, args.atoms, args.batch_size)))
-    elif args.child == "default":
-        print(json.dumps(run_default(args.model, args.data, args.estimate_grid), default=str))
     elif args.child == "plain":
         print(json.dumps(run_plain(args.model, args.atoms, args.plain)))
     elif args.mode == "orbit":

@@ -157,7 +157,7 @@ def write_audit(report: dict, output: Path, shards) -> int:
 
 def estimate_options(args) -> dict:
     """The default estimate's options from the ``audit`` arguments (for ``run_audit``)."""
-    from .grids import grid
+    from .audit import estimate_base
 
     if not args.precision > 0:
         raise BadInput(f"--precision must be positive, got {args.precision}")
@@ -166,7 +166,7 @@ def estimate_options(args) -> dict:
         "precision": args.precision,
         "max_replicates": args.max_replicates,
         "seed": args.seed,
-        "estimate_grid": grid(args.estimate_grid, inversion=not args.no_inversion),
+        "estimate_grid": estimate_base(args.estimate_grid, inversion=not args.no_inversion),
     }
 
 
@@ -240,9 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
         "floor (and accuracy with labels) per output, character spectra "
         "of outputs and hidden layers. By default (--grid estimate) every output's "
         "equivariance RMSE is an unbiased estimate with a 95% interval, from randomly "
-        "oriented icosahedral grids (120 evaluations each, with inversion) added until "
-        "the interval's half-width is within --precision of the estimate (10%) or below "
-        "10 noise floors, at most --max-replicates per structure; spectra are unbiased "
+        "oriented (and, for O(3), randomly inverted) octahedral grids of 24 rotations: 3 "
+        "per structure, then more for each output whose interval's half-width is not yet "
+        "within --precision of the estimate (10%) or below 10 noise floors, at most "
+        "--max-replicates per structure; spectra are unbiased "
         "too, as fractions of the total, with the share above --max-lambda reported. A "
         "fixed --grid is evaluated as it is. Launched with torchrun "
         "(torchrun --nproc-per-node N -m equiscope.cli audit ...), every process audits "
@@ -259,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid",
         default="estimate",
         help="estimate: unbiased estimates of A (with a 95%% interval) and of the spectra "
-        "from randomly oriented icosahedral grids, repeated until A is known to "
+        "from randomly oriented grids (--estimate-grid), repeated until A is known to "
         "--precision; auto: Lebedev grids refined until A changes < 1%%; or a fixed grid: "
         "lebedev, tetrahedral, octahedral, icosahedral, random",
     )
@@ -272,15 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--estimate-grid",
         choices=["tetrahedral", "octahedral", "icosahedral"],
-        default="icosahedral",
-        help="--grid estimate: the group whose random orientations are evaluated "
-        "(icosahedral, 120 evaluations each with inversion, resolves spectra best; "
-        "octahedral, 48, costs 2.5x less but its spectra are noisier)",
+        default="octahedral",
+        help="--grid estimate: the rotation group whose random orientations are evaluated "
+        "(tetrahedral 12, octahedral 24, icosahedral 60 evaluations each; larger groups "
+        "give less noisy spectra of low lambda, at a higher cost per replicate)",
     )
     audit.add_argument(
         "--max-replicates",
         type=int,
-        default=24,
+        default=48,
         help="--grid estimate: at most this many oriented grids per structure",
     )
     audit.add_argument("--degree", type=int, help="Lebedev degree (mean exact to it)")

@@ -14,7 +14,6 @@ contiguous block of the samples and the partial sums are merged in block order.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 
 from ..grids import Grid
@@ -22,7 +21,13 @@ from ..grids import grid as make_grid
 from ..groups import sector_label
 from ..metrics import refine
 from ..shards import Shards
-from ._estimate import EstimateStats, LayerEstimates, run_replicates
+from ._estimate import (
+    EstimateStats,
+    LayerEstimates,
+    estimate_base,
+    more_replicates,
+    run_replicates,
+)
 from ._kinds import AuditOptionError
 from ._noise import measured_roundoff
 from ._stats import OutputStats
@@ -40,7 +45,7 @@ DEFAULT_PRECISION = 0.1
 """Target half-width of the 95 % interval of A, relative to A, of the default audit."""
 DEFAULT_REPLICATES = 3
 """Randomly oriented copies of the base grid per sample in the first round."""
-DEFAULT_MAX_REPLICATES = 24
+DEFAULT_MAX_REPLICATES = 48
 """The most replicates a sample gets while the interval is too wide."""
 DEFAULT_ESTIMATE_MAX_LAMBDA = 4
 """Spectra of the default audit go up to this lambda (the rest is above_max_lambda)."""
@@ -182,9 +187,10 @@ def run_audit(
 
     ``grid=None`` (or ``"estimate"``), the default, estimates every output's A and
     spectrum without bias from ``replicates`` randomly oriented copies of
-    ``estimate_grid`` (icosahedral with inversion) per sample, adding replicates until
-    the 95 % interval of A is within ``precision`` (relative) or below 10 noise floors,
-    up to ``max_replicates`` (see :mod:`._estimate`); ``seed`` makes the orientations
+    ``estimate_grid`` (default :func:`estimate_base`: the octahedral rotations, each
+    replicate inverted with probability 1/2) per sample, adding replicates to each
+    output until its 95 % interval of A is within ``precision`` (relative) or below 10
+    noise floors, up to ``max_replicates`` (see :mod:`._estimate`); ``seed`` makes the orientations
     reproducible. A :class:`Grid` is used as it is (deterministic; it sees nothing of
     the sectors it leaves invariant, which the report says). ``"auto"`` refines
     Lebedev grids until the equivariance RMSE changes by less than 1 % on the first
@@ -221,7 +227,7 @@ def run_audit(
             indexed,
             outputs,
             layers,
-            estimate_grid or make_grid("icosahedral", inversion=True),
+            estimate_grid or estimate_base(),
             DEFAULT_ESTIMATE_MAX_LAMBDA if max_lambda is None else max_lambda,
             shards,
             progress=progress,
@@ -384,29 +390,33 @@ def _estimate_audit(
             desc=f"audit of {len(indexed)} {noun}",
             unit="copy",
         )
-    stats, layer_estimates, copies, k = None, None, 0, 0
+    stats, layer_estimates, copies = None, None, 0
+    ks: dict[str, int] = {}
     round_index = 0
     try:
         while True:
-            extra = (
-                replicates
-                if stats is None
-                else _more_replicates(stats, k, precision, adapter.dtype)
-            )
-            extra = min(extra, max_replicates - k)
-            if extra < 3 and stats is not None:
-                break
-            if bar is not None and stats is not None:
-                bar.total += len(block) * extra * base.size
-                bar.refresh()
+            if stats is None:
+                active, extra = list(outputs), replicates
+            else:
+                needed = more_replicates(stats, ks, precision, adapter.dtype, max_replicates)
+                active = [name for name, n in needed.items() if n > 0]
+                if not active:
+                    break
+                # one round evaluates the outputs still short of precision together
+                extra = min(
+                    max(needed[n] for n in active), min(max_replicates - ks[n] for n in active)
+                )
+                if bar is not None:
+                    bar.total += len(block) * extra * base.size
+                    bar.refresh()
 
-            def work(extra=extra, round_index=round_index):
+            def work(extra=extra, round_index=round_index, active=active):
                 return run_replicates(
                     adapter,
                     block,
                     base,
-                    outputs,
-                    layers,
+                    active,
+                    layers if round_index == 0 else [],
                     max_lambda,
                     extra,
                     seed=seed,
@@ -421,14 +431,12 @@ def _estimate_audit(
             copies += new_copies
             if stats is None:
                 stats, layer_estimates = new_stats, new_layers
+                ks = dict.fromkeys(stats, extra)
             else:
-                for name, st in stats.items():
-                    st.absorb(new_stats[name])
-                layer_estimates.absorb(new_layers)
-            k += extra
+                for name in active:
+                    stats[name].absorb(new_stats[name])
+                    ks[name] += extra
             round_index += 1
-            if _more_replicates(stats, k, precision, adapter.dtype) == 0:
-                break
     finally:
         if bar is not None:
             bar.close()
@@ -440,7 +448,7 @@ def _estimate_audit(
     grid = {
         **base.to_dict(),
         "randomly_oriented": True,
-        "replicates": k,
+        "replicates": max(ks.values(), default=0),
         "copies": copies,
         "precision_target": precision,
     }
@@ -450,16 +458,3 @@ def _estimate_audit(
         "layers": layer_estimates.report(),
         "auto_grid": [],
     }
-
-
-def _more_replicates(stats: dict, k: int, precision: float, dtype) -> int:
-    """Replicates to add to every sample so that each output's interval reaches
-    ``precision`` (0 when all do, or sit below their floor): the variance falls as
-    1 / replicates, so ``k ((width / precision)^2 - 1)``, at least 3."""
-    needed = 0
-    for st in stats.values():
-        width = st.summary_precision(dtype)
-        if width is not None and width > precision:
-            factor = min((width / precision) ** 2, 64.0)
-            needed = max(needed, math.ceil(k * (factor - 1)))
-    return 0 if needed == 0 else max(needed, 3)
