@@ -299,9 +299,9 @@ class OrbitAveraging:
                 direct = self._evaluate(systems, plain, selected_atoms)
                 for inner_name, tensor in direct.items():
                     result[self._outer_name(inner_name, outputs)] = tensor
-        # chunks of copies (see equiscope_atoms._chunks): moments about the first
-        # copy per block "slot"; with several chunks every chunk's graph is let go,
-        # and gradients w.r.t. positions and cells are taken chunk by chunk
+        # chunks of copies (see equiscope_atoms._chunks): float64 moments about the
+        # first copy per block ("slot"); with several chunks every chunk's graph is
+        # let go, after its gradients w.r.t. the systems' inputs were taken
         per_call = self._copies_per_call(systems, outputs, n)
         chunked = per_call < n
         inputs: List[torch.Tensor] = []
@@ -309,91 +309,38 @@ class OrbitAveraging:
         if chunked and torch.is_grad_enabled():
             inputs, owners = gradient_inputs(systems)
         total = weights.to(torch.float64).sum()
-        names: List[str] = []
         keys: Dict[str, Labels] = {}
-        references: Dict[str, torch.Tensor] = {}
-        firsts: Dict[str, torch.Tensor] = {}
-        seconds: Dict[str, torch.Tensor] = {}
-        samples: Dict[str, Labels] = {}
-        components: Dict[str, List[Labels]] = {}
-        properties: Dict[str, Labels] = {}
+        moments: Dict[str, List[torch.Tensor]] = {}  # reference, S, Q
+        labels: Dict[str, List[Labels]] = {}  # samples, properties, *components
         gradients: Dict[str, List[torch.Tensor]] = {}
-        start = 0
-        while start < n:
+        for start in range(0, n, per_call):
             stop = min(n, start + per_call)
-            chunk = elements[start:stop]
-            chunk_weights = weights[start:stop]
-            raw = self._evaluate(
-                self._copies(systems, chunk),
+            self._add_chunk(
+                systems,
                 inner,
-                self._copy_selection(selected_atoms, len(systems), stop - start),
+                outputs,
+                selected_atoms,
+                elements[start:stop],
+                weights[start:stop],
+                total,
+                chunked,
+                inputs,
+                keys,
+                moments,
+                labels,
+                gradients,
             )
-            shares: List[torch.Tensor] = []
-            share_slots: List[str] = []
-            for inner_name, tensor in raw.items():
-                name = self._outer_name(inner_name, outputs)
-                if start == 0:
-                    names.append(name)
-                    keys[name] = tensor.keys
-                for index in range(len(tensor.keys)):
-                    slot = name + "\n" + str(index)
-                    block = tensor.block(index)
-                    z, new_samples = self._back_transformed(
-                        name, tensor.keys.entry(index), block, chunk, len(systems)
-                    )
-                    averaged = name in outputs and self.mode != "diagnose"
-                    if chunked and len(inputs) > 0 and averaged:
-                        if z.shape[2] != 1:
-                            raise ValueError(
-                                "output '"
-                                + name
-                                + "' has "
-                                + str(z.shape[2])
-                                + " samples per system: gradients through a chunked head "
-                                + "need one (set atoms_per_call=0)"
-                            )
-                        share = torch.einsum(
-                            "i,sij->j",
-                            (chunk_weights / total).to(z.dtype),
-                            z.reshape(z.shape[0], z.shape[1], -1),
-                        )
-                        if share.requires_grad:
-                            shares.append(share)
-                            share_slots.append(slot)
-                    if chunked:
-                        z = z.detach()
-                    if start == 0:
-                        references[slot] = z[:, 0]
-                        samples[slot] = new_samples
-                        components[slot] = block.components
-                        properties[slot] = block.properties
-                    first, second = chunk_moments(
-                        z, chunk_weights, references[slot], len(block.components)
-                    )
-                    if start == 0:
-                        firsts[slot] = first
-                        seconds[slot] = second
-                    else:
-                        firsts[slot] = firsts[slot] + first
-                        seconds[slot] = seconds[slot] + second
-            if len(shares) > 0:
-                sums: List[List[torch.Tensor]] = []
-                for k in range(len(shares)):
-                    slot = share_slots[k]
-                    if slot not in gradients:
-                        gradients[slot] = zero_gradients(shares[k].shape[0], inputs)
-                    sums.append(gradients[slot])
-                accumulate_gradients(shares, sums, inputs)
-            start = stop
-        for name in names:
+        for name, tensor_keys in keys.items():
             blocks: List[TensorBlock] = []
             spreads: List[TensorBlock] = []
-            for index in range(len(keys[name])):
+            for index in range(len(tensor_keys)):
                 slot = name + "\n" + str(index)
-                reference = references[slot]
-                n_components = len(components[slot])
+                reference = moments[slot][0]
+                samples = labels[slot][0]
+                properties = labels[slot][1]
+                components = labels[slot][2:]
                 mean, variance = finish_moments(
-                    reference, firsts[slot], seconds[slot], total, n_components
+                    reference, moments[slot][1], moments[slot][2], total, len(components)
                 )
                 mean = mean.to(reference.dtype)
                 if slot in gradients:
@@ -404,24 +351,104 @@ class OrbitAveraging:
                 blocks.append(
                     TensorBlock(
                         values=mean.reshape(flat_shape),
-                        samples=samples[slot],
-                        components=components[slot],
-                        properties=properties[slot],
+                        samples=samples,
+                        components=components,
+                        properties=properties,
                     )
                 )
                 spreads.append(
                     TensorBlock(
                         values=variance.to(reference.dtype).reshape(flat_shape[0], -1),
-                        samples=samples[slot],
+                        samples=samples,
                         components=[],
-                        properties=properties[slot],
+                        properties=properties,
                     )
                 )
             if name in outputs and self.mode != "diagnose":
-                result[name] = TensorMap(keys[name], blocks)
+                result[name] = TensorMap(tensor_keys, blocks)
             if prefix + name in outputs:
-                result[prefix + name] = TensorMap(keys[name], spreads)
+                result[prefix + name] = TensorMap(tensor_keys, spreads)
         return result
+
+    def _add_chunk(
+        self,
+        systems: List[System],
+        inner: Dict[str, ModelOutput],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+        elements: torch.Tensor,
+        weights: torch.Tensor,
+        total: torch.Tensor,
+        chunked: bool,
+        inputs: List[torch.Tensor],
+        keys: Dict[str, Labels],
+        moments: Dict[str, List[torch.Tensor]],
+        labels: Dict[str, List[Labels]],
+        gradients: Dict[str, List[torch.Tensor]],
+    ) -> None:
+        """Evaluate the copies of one chunk of ``elements`` and add them to the
+        moments (and, when ``inputs`` need them, to the gradients) of every block.
+        Nothing of the chunk but detached moments and gradients outlives the call."""
+        raw = self._evaluate(
+            self._copies(systems, elements),
+            inner,
+            self._copy_selection(selected_atoms, len(systems), elements.shape[0]),
+        )
+        shares: List[torch.Tensor] = []
+        share_slots: List[str] = []
+        for inner_name, tensor in raw.items():
+            name = self._outer_name(inner_name, outputs)
+            first_chunk = name not in keys
+            if first_chunk:
+                keys[name] = tensor.keys
+            averaged = name in outputs and self.mode != "diagnose"
+            for index in range(len(tensor.keys)):
+                slot = name + "\n" + str(index)
+                block = tensor.block(index)
+                z, samples = self._back_transformed(
+                    name, tensor.keys.entry(index), block, elements, len(systems)
+                )
+                if chunked and len(inputs) > 0 and averaged:
+                    if z.shape[2] != 1:
+                        raise ValueError(
+                            "output '"
+                            + name
+                            + "' has "
+                            + str(z.shape[2])
+                            + " samples per system: gradients through a chunked head "
+                            + "need one (set atoms_per_call=0)"
+                        )
+                    share = torch.einsum(
+                        "i,sij->j",
+                        (weights / total).to(z.dtype),
+                        z.reshape(z.shape[0], z.shape[1], -1),
+                    )
+                    if share.requires_grad:
+                        shares.append(share)
+                        share_slots.append(slot)
+                if chunked:
+                    z = z.detach()
+                if first_chunk:
+                    reference = z[:, 0]
+                    slot_labels = [samples, block.properties]
+                    for component in block.components:
+                        slot_labels.append(component)
+                    labels[slot] = slot_labels
+                else:
+                    reference = moments[slot][0]
+                first, second = chunk_moments(z, weights, reference, len(block.components))
+                if first_chunk:
+                    moments[slot] = [reference, first, second]
+                else:
+                    moments[slot] = [reference, moments[slot][1] + first, moments[slot][2] + second]
+        if len(shares) > 0:
+            sums: List[List[torch.Tensor]] = []
+            for k in range(len(shares)):
+                slot = share_slots[k]
+                if slot not in gradients:
+                    gradients[slot] = zero_gradients(shares[k].shape[0], inputs)
+                sums.append(gradients[slot])
+            accumulate_gradients(shares, sums, inputs)
 
     def _back_transformed(
         self,
