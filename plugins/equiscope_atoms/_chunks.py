@@ -89,10 +89,11 @@ def finish_moments(
     total: torch.Tensor,
     n_components: int,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``mean = K + S / W`` and ``A^2 = (Q - |S|^2 / W) / W`` (float64)."""
+    """``mean = K + S / W`` and ``A^2 = (Q - |S|^2 / W) / W`` (float64; round-off
+    below zero, where the copies agree to the last bit, is clamped to zero)."""
     mean = reference.to(torch.float64) + first / total
     shift = _component_sum(first.square(), 2, n_components)
-    return mean, (second - shift / total) / total
+    return mean, ((second - shift / total) / total).clamp(min=0.0)
 
 
 def gradient_inputs(systems: List[System]) -> Tuple[List[torch.Tensor], List[int]]:

@@ -355,6 +355,16 @@ def test_moments_of_chunks_are_exact_and_stable_in_float32():
         torch.testing.assert_close(got_variance, variance, rtol=1e-9, atol=0)
 
 
+def test_round_off_below_zero_variance_is_clamped():
+    """Copies that agree but for round-off can leave Q - |S|^2 / W a few ulps below
+    zero: the variance is zero then, never negative (an engine may take its root)."""
+    one = torch.ones(1, 1, dtype=torch.float64)
+    mean, variance = finish_moments(0 * one, one, (1 - 2**-52) * one, one.sum(), 0)
+    assert float(mean) == 1.0 and float(variance) == 0.0
+    _, variance = finish_moments(0 * one, one, 1.5 * one, one.sum(), 0)
+    assert float(variance) == 0.5
+
+
 def test_chunked_gradients_have_no_second_derivative():
     """First derivatives only: differentiating the forces of a chunked head fails
     loudly (no silent zero Hessian); atoms_per_call=0 gives the Hessian."""
