@@ -19,11 +19,20 @@ on 24 cells of 8 atoms and on one 32-atom cell, with each ``--estimate-grid`` of
 ``--bases``; prints the wall time, the start-up and report time, and A with its 95 %
 interval per output. ``--precision 0.02`` gives reference values to compare with.
 
+``head`` mode: per size, in a fresh process each, the same PET behind the default
+symmetrised head (``symmetrize_model`` with default options: average over the
+octahedral group with inversion, 48 copies, ``atoms_per_call`` 512), saved and loaded,
+runs ONE MD step, metatomic-ase's ``MetatomicCalculator`` energy + forces + stress
+(one warm-up step, then 3 timed steps up to 256 atoms and 1 above, rattled before
+each). Reports the peak RSS of that process, the time per step, the copies per inner
+call, and the ratio of a step to 48 plain evaluations (measured as in ``orbit`` mode).
+
 Run (niced: timings on a shared machine are noisy):
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/audit_scale.py [--sizes 32,108]
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/audit_scale.py --mode default
-Writes docs/measurements/audit_scale_cpu_1thread.txt (or audit_default_cpu_1thread.txt)
-and docs/figures/audit_scale.png.
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/audit_scale.py --mode head [--sizes 32]
+Writes docs/measurements/audit_scale_cpu_1thread.txt (or audit_default_cpu_1thread.txt,
+head_scale_cpu_1thread.txt) and docs/figures/audit_scale.png.
 """
 
 import os
@@ -133,6 +142,90 @@ def run_plain(model_path: str, n_atoms: int, evaluations: int) -> dict:
         atoms.get_stress()
         times.append(time.perf_counter() - start)
     return {"seconds": times[1:], "peak_rss": peak_rss()}
+
+
+def run_head(model_path: str, n_atoms: int, steps: int) -> dict:
+    """In this (fresh) process: MD steps (energy + forces + stress) through the
+    default symmetrised head, saved and loaded as an engine would."""
+    import torch
+    from metatomic.torch import load_atomistic_model
+    from metatomic_ase import MetatomicCalculator
+
+    from equiscope_atoms._chunks import copies_per_call
+    from equiscope_atoms.heads import symmetrize_model
+
+    torch.set_num_threads(1)
+    head = symmetrize_model(load_atomistic_model(model_path))  # the defaults
+    copies = int(head.module.rotations.shape[0])
+    atoms_per_call = int(head.module.atoms_per_call)
+    path = Path(model_path).with_name(f"head_{n_atoms}.pt")
+    head.save(str(path))
+    del head
+    atoms = copper(n_atoms, seed=1)
+    atoms.calc = MetatomicCalculator(str(path))
+    times = []
+    for index in range(steps + 1):  # the first step is a warm-up
+        atoms.rattle(0.001, seed=100 + index)
+        start = time.perf_counter()
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        atoms.get_stress()
+        times.append(time.perf_counter() - start)
+    return {
+        "seconds": times[1:],
+        "peak_rss": peak_rss(),
+        "copies": copies,
+        "atoms_per_call": atoms_per_call,
+        "per_call": copies_per_call(copies, n_atoms, atoms_per_call),
+    }
+
+
+def head_mode(args) -> None:
+    sizes = [int(s) for s in args.sizes.split(",")]
+    lines = [
+        "head_scale: one MD step (metatomic_ase.MetatomicCalculator energy + forces + "
+        "stress) through the default symmetrised head (symmetrize_model defaults: average, "
+        "octahedral grid with inversion, 48 copies, atoms_per_call 512), saved and loaded; "
+        "metatrain default PET (untrained, float32, exported)",
+        f"machine: {machine()}",
+        "step s: mean of the timed steps after one warm-up step; plain: the same calculator "
+        "on the raw model, mean of N timed calls (after one warm-up) times 48",
+        "",
+        f"{'atoms':>6} {'peak RSS':>9} {'step s':>9} {'steps':>6} {'plain s/eval':>13} "
+        f"{'N':>3} {'ratio':>6} {'copies/call':>12}",
+    ]
+    print("\n".join(lines), flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        model = Path(folder) / "pet_default.pt"
+        build_model(model)
+        for n_atoms in sizes:
+            steps = 3 if n_atoms <= 256 else 1
+            where = ["--atoms", str(n_atoms), "--model", str(model)]
+            head = child(["--child", "head", *where, "--steps", str(steps)])
+            n_plain = args.plain if n_atoms <= 256 else max(4, args.plain // 3)
+            plain = child(["--child", "plain", *where, "--plain", str(n_plain)])
+            per_eval = sum(plain["seconds"]) / len(plain["seconds"])
+            per_step = sum(head["seconds"]) / len(head["seconds"])
+            ratio = per_step / (head["copies"] * per_eval)
+            row = {
+                "atoms": n_atoms,
+                **head,
+                "step": per_step,
+                "plain_per_eval": per_eval,
+                "plain_peak_rss": plain["peak_rss"],
+                "ratio": ratio,
+            }
+            rows.append(row)
+            line = (
+                f"{n_atoms:>6} {head['peak_rss'] / 1e9:>7.2f}GB {per_step:>9.2f} {steps:>6} "
+                f"{per_eval:>13.3f} {n_plain:>3} {ratio:>6.2f} {head['per_call']:>12}"
+            )
+            lines.append(line)
+            print(line, flush=True)
+    out = ROOT / "docs" / "measurements" / "head_scale_cpu_1thread.txt"
+    out.write_text("\n".join(lines) + "\n" + json.dumps(rows) + "\n")
+    print(f"wrote {out}")
 
 
 def run_default(model_path: str, data: str, estimate_grid: str, precision: float) -> dict:
@@ -290,11 +383,12 @@ def default_mode(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=["orbit", "default"], default="orbit")
+    parser.add_argument("--mode", choices=["orbit", "default", "head"], default="orbit")
     parser.add_argument("--sizes", default="32,108,256,500,1000")
     parser.add_argument("--plain", type=int, default=48, help="plain evaluations (/3 above 256)")
     parser.add_argument("--batch-size", type=int, help="fixed copies per call (default: auto)")
-    parser.add_argument("--child", choices=["orbit", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["orbit", "plain", "head"], help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--atoms", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -308,8 +402,12 @@ def main() -> None:
         print(json.dumps(run_orbit(args.model, args.atoms, args.batch_size)))
     elif args.child == "plain":
         print(json.dumps(run_plain(args.model, args.atoms, args.plain)))
+    elif args.child == "head":
+        print(json.dumps(run_head(args.model, args.atoms, args.steps)))
     elif args.mode == "orbit":
         orbit_mode(args)
+    elif args.mode == "head":
+        head_mode(args)
     else:
         default_mode(args)
 

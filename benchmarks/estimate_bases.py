@@ -47,8 +47,7 @@ def main() -> None:
     torch.set_num_threads(1)
     import equiscope as eq
     from equiscope.metrics.replicates import ReplicateEstimate, haar_elements, oriented
-    from equiscope_atoms import load_model, read_structures
-    from equiscope_atoms import MetatomicAdapter
+    from equiscope_atoms import MetatomicAdapter, load_model, read_structures
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "pet.pt"

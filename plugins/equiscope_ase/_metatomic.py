@@ -20,7 +20,14 @@ from metatomic_ase import MetatomicCalculator
 
 import equiscope as eq
 from equiscope.groups.frames import random_element
-from equiscope.heads import DEFAULT_GRID, DEFAULT_INVERSION, DEFAULT_MAX_LAMBDA, HEAD_MODES
+from equiscope.heads import (
+    DEFAULT_ATOMS_PER_CALL,
+    DEFAULT_GRID,
+    DEFAULT_INVERSION,
+    DEFAULT_MAX_LAMBDA,
+    HEAD_MODES,
+)
+from equiscope_atoms._chunks import copies_per_call
 from equiscope_atoms.heads import head_description, symmetrize_model
 
 from ._averaging import orbit_average
@@ -91,6 +98,10 @@ class HeadCalculator(MetatomicCalculator):
     :param max_lambda: largest lambda of spherical outputs the head back-rotates
     :param diagnostics: store ``<name>_rot_std`` for every property computed
         (:meth:`rotational_spread`; ``average`` and ``random-group`` modes)
+    :param atoms_per_call: atoms per call of the raw model (at least one copy per
+        call), which bounds the memory of a step; forces and stress are then taken
+        chunk by chunk, without second derivatives. 0: every copy in one call
+        (see :func:`equiscope_atoms.heads.symmetrize_model`)
     Other keyword arguments (``device``, ``non_conservative``, ...) go to
     ``MetatomicCalculator``.
 
@@ -121,6 +132,7 @@ class HeadCalculator(MetatomicCalculator):
         diagnostics: bool = False,
         probe=None,
         tolerance: float = 1e-6,
+        atoms_per_call: int = DEFAULT_ATOMS_PER_CALL,
         **kwargs,
     ):
         if mode == "auto":
@@ -153,7 +165,9 @@ class HeadCalculator(MetatomicCalculator):
             seed=seed,
             inversion=inversion,
             max_lambda=max_lambda,
+            atoms_per_call=atoms_per_call,
         )
+        self.atoms_per_call = atoms_per_call
         self.diagnostics = diagnostics
         self._raw = model
         self._raw_calculator = None
@@ -220,10 +234,10 @@ class HeadCalculator(MetatomicCalculator):
 
     def rotational_spread(self, atoms) -> dict:
         """``<name>_rot_std`` of every property in ``results``: the raw model is
-        evaluated on the head's copies (one batched forward and backward through
-        metatomic-ase, about the cost of the head itself), and the spread of the
-        back-transformed values is taken elementwise (per-atom stresses: one
-        strain derivative per copy)."""
+        evaluated on the head's copies (batched forward and backward passes through
+        metatomic-ase in chunks of ``atoms_per_call`` atoms, about the cost of the
+        head itself), and the spread of the back-transformed values is taken
+        elementwise (per-atom stresses: one strain derivative per copy)."""
         if self._raw_calculator is None:
             nc = self.parameters.get("non_conservative", False)
             self._raw_calculator = MetatomicCalculator(
@@ -233,12 +247,14 @@ class HeadCalculator(MetatomicCalculator):
         copies = [transformed_atoms(atoms, r) for r in rotations]
         gradients = "forces" in self.results or "stress" in self.results
         per_atom = "energies" in self.results
-        raw = self._raw_calculator.compute_energy(copies, gradients, per_atom=per_atom)
-        per_copy = {
-            name: raw[name]
-            for name in ("energy", "energies", "forces", "stress")
-            if name in raw and name in self.results
-        }
+        per_call = copies_per_call(len(copies), len(atoms), self.atoms_per_call)
+        per_copy: dict[str, list] = {}
+        for start in range(0, len(copies), per_call):
+            chunk = copies[start : start + per_call]
+            raw = self._raw_calculator.compute_energy(chunk, gradients, per_atom=per_atom)
+            for name in ("energy", "energies", "forces", "stress"):
+                if name in raw and name in self.results:
+                    per_copy.setdefault(name, []).extend(raw[name])
         if "stress" in per_copy:  # ASE's stress is the symmetric part (Voigt)
             per_copy["stress"] = [0.5 * (s + s.T) for s in per_copy["stress"]]
         if "stresses" in self.results:

@@ -32,7 +32,13 @@ from ase.calculators.calculator import (
 
 import equiscope as eq
 from equiscope.groups.frames import random_element
-from equiscope.heads import DEFAULT_GRID, DEFAULT_INVERSION, DEFAULT_MAX_LAMBDA, DEFAULT_MODE
+from equiscope.heads import (
+    DEFAULT_ATOMS_PER_CALL,
+    DEFAULT_GRID,
+    DEFAULT_INVERSION,
+    DEFAULT_MAX_LAMBDA,
+    DEFAULT_MODE,
+)
 
 from ._averaging import orbit_average
 from ._spacegroup import SpaceGroupError, space_group_average, space_group_operations
@@ -80,6 +86,10 @@ class EquiscopeCalculator(Calculator):
         space-group operations (spglib, tolerance ``symprec`` in Angstrom): forces
         and stress get the crystal's symmetry exactly; structures that are not 3D
         periodic are left as they are, with a warning
+    :param atoms_per_call: metatomic models only: atoms per call of the raw model
+        (default 512, at least one copy per call), which bounds the memory of a step
+        with forces and stress; 0 evaluates every copy in one call (needed for
+        second derivatives through autograd)
     :param max_lambda, probe, tolerance, kwargs: metatomic models only (see
         ``equiscope_ase._metatomic.HeadCalculator``; ``device``,
         ``non_conservative``, ``additional_outputs``, ... go to metatomic-ase)
@@ -104,6 +114,7 @@ class EquiscopeCalculator(Calculator):
         symprec: float = 1e-5,
         probe=None,
         tolerance: float = 1e-6,
+        atoms_per_call: int = DEFAULT_ATOMS_PER_CALL,
         **kwargs,
     ):
         super().__init__()
@@ -112,6 +123,7 @@ class EquiscopeCalculator(Calculator):
         self.diagnostics = diagnostics
         if _is_ase_calculator(base):
             self._inner = None
+            # an ASE calculator has no batch: one copy per call anyway
             self._setup_ase(base, mode, grid, degree, n_inplane, inversion, seed, kwargs)
         else:
             from ._metatomic import HeadCalculator
@@ -130,6 +142,7 @@ class EquiscopeCalculator(Calculator):
                 diagnostics=diagnostics,
                 probe=probe,
                 tolerance=tolerance,
+                atoms_per_call=atoms_per_call,
                 **kwargs,
             )
             self.head_options = self._inner.head_options

@@ -124,6 +124,18 @@ def _demo_command(args) -> int:
     return 0
 
 
+def _atoms_per_call(text) -> int:
+    """``--atoms-per-call``: a non-negative integer (0: every copy in one call)."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise BadInput(
+            f"--atoms-per-call: expected a whole number of atoms (0: no chunks), got '{text}'"
+        ) from None
+    require_at_least(("--atoms-per-call", value, 0))
+    return value
+
+
 def _symmetrize_command(args) -> int:
     import torch
 
@@ -135,6 +147,7 @@ def _symmetrize_command(args) -> int:
 
     if args.mode not in HEAD_MODES:
         raise BadInput(f"--mode {args.mode}: expected one of {', '.join(HEAD_MODES)}")
+    atoms_per_call = _atoms_per_call(args.atoms_per_call)
     output = Path(args.output)
     if output.suffix != ".pt":
         raise BadInput(f"-o {output}: the symmetrised model is saved as a .pt file")
@@ -166,13 +179,21 @@ def _symmetrize_command(args) -> int:
         seed=args.seed,
         inversion=args.inversion,
         max_lambda=args.max_lambda,
+        atoms_per_call=atoms_per_call,
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.with_name(f".{output.name}.partial")
     head.save(str(staging))
     staging.replace(output)
     size = "1 random frame" if quadrature is None else f"{quadrature.size} evaluations"
-    print(f"saved {output}: mode {args.mode}, {size} per call")
+    chunks = ""
+    if quadrature is not None:
+        chunks = (
+            ", all copies in one inner call"
+            if atoms_per_call == 0
+            else f", up to {atoms_per_call} atoms per inner call"
+        )
+    print(f"saved {output}: mode {args.mode}, {size} per call{chunks}")
     return 0
 
 
@@ -200,7 +221,13 @@ def add_commands(sub) -> None:
     demo.add_argument("--seed", type=int, default=0, help="seed for data and training")
     demo.set_defaults(handler=_demo_command)
 
-    from equiscope.heads import DEFAULT_GRID, DEFAULT_INVERSION, DEFAULT_MAX_LAMBDA, DEFAULT_MODE
+    from equiscope.heads import (
+        DEFAULT_ATOMS_PER_CALL,
+        DEFAULT_GRID,
+        DEFAULT_INVERSION,
+        DEFAULT_MAX_LAMBDA,
+        DEFAULT_MODE,
+    )
 
     symmetrize = sub.add_parser(
         "symmetrize",
@@ -248,5 +275,14 @@ def add_commands(sub) -> None:
         type=int,
         default=DEFAULT_MAX_LAMBDA,
         help="largest lambda of spherical outputs (default: %(default)s)",
+    )
+    symmetrize.add_argument(
+        "--atoms-per-call",
+        default=str(DEFAULT_ATOMS_PER_CALL),
+        metavar="N",
+        help="atoms per call of the wrapped model, at least one copy per call: bounds "
+        "the memory of an MD step (forces and stress are taken chunk by chunk, first "
+        "derivatives only); 0 evaluates every copy in one call, as needed for second "
+        "derivatives through autograd (default: %(default)s)",
     )
     symmetrize.set_defaults(handler=_symmetrize_command)

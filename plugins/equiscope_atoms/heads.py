@@ -17,6 +17,12 @@ Modes, for an inner model ``f`` and group elements ``g_i`` with weights ``w_i``:
   computed on the grid: an exportable diagnostic wrapper that lets any engine log the
   equivariance error along a run.
 
+Memory: the copies are evaluated in chunks of at most ``atoms_per_call`` atoms (at
+least one copy per call; default 512, 0 = all in one call). With forces and stress
+each chunk's gradient is taken during the forward and its graph freed, so a step
+needs the memory of one chunk, not of every copy; that path gives no second
+derivatives (see :func:`symmetrize_model` and :mod:`equiscope_atoms._chunks`).
+
 Outputs are back-transformed by how their blocks are labelled: no components
 (invariant), ``xyz`` (vector), ``xyz_1, xyz_2`` (rank 2), ``o3_mu`` with
 ``o3_lambda, o3_sigma`` keys (spherical, real Wigner D precomputed as buffers).
@@ -43,6 +49,7 @@ import equiscope as eq
 from equiscope.groups.frames import random_element
 from equiscope.groups.harmonics import SphericalHarmonics
 from equiscope.heads import (
+    DEFAULT_ATOMS_PER_CALL,
     DEFAULT_GRID,
     DEFAULT_INVERSION,
     DEFAULT_MAX_LAMBDA,
@@ -51,7 +58,18 @@ from equiscope.heads import (
     HEAD_MODES,
 )
 
+from ._chunks import (
+    accumulate_gradients,
+    chunk_moments,
+    copies_per_call,
+    finish_moments,
+    gradient_inputs,
+    with_gradient,
+    zero_gradients,
+)
+
 __all__ = [
+    "DEFAULT_ATOMS_PER_CALL",
     "DEFAULT_GRID",
     "DEFAULT_INVERSION",
     "DEFAULT_MAX_LAMBDA",
@@ -81,12 +99,21 @@ class OrbitAveraging:
         inversion: bool,
         max_lambda: int,
         dtype: torch.dtype,
+        atoms_per_call: int = DEFAULT_ATOMS_PER_CALL,
     ) -> None:
+        """``atoms_per_call``: atoms (summed over the copies of all systems) per call
+        of the raw model, at least one copy per call; 0 evaluates all copies in one
+        call (the metatrain architecture passes 0: it trains with double backward)."""
         if mode not in HEAD_MODES:
             raise ValueError(f"unknown head mode '{mode}'; expected one of {HEAD_MODES}")
         if mode != "random" and grid is None:
             raise ValueError(f"head mode '{mode}' needs a grid")
+        if atoms_per_call < 0:
+            raise ValueError(
+                f"atoms_per_call must be 0 (no chunks) or positive, got {atoms_per_call}"
+            )
         self.mode = mode
+        self.atoms_per_call = int(atoms_per_call)
         # outer -> inner output names; the "" entry only lets TorchScript infer the type
         self.inner_names: Dict[str, str] = {"": ""}
         self.seed = int(seed)
@@ -164,21 +191,29 @@ class OrbitAveraging:
         sign = self.signs[lam].to(matrices.device)
         return sign.reshape(1, -1, 1) * d * sign.reshape(1, 1, -1)
 
-    def _symmetrized(
-        self,
-        systems: List[System],
-        outputs: Dict[str, ModelOutput],
-        selected_atoms: Optional[Labels],
-    ) -> Dict[str, TensorMap]:
-        elements = self._elements()
-        weights = self.weights
-        if self.mode == "random" or self.mode == "random-group":
-            weights = torch.full(
-                [elements.shape[0]],
-                1.0 / elements.shape[0],
-                dtype=elements.dtype,
-                device=elements.device,
-            )
+    def _copies_per_call(
+        self, systems: List[System], outputs: Dict[str, ModelOutput], n: int
+    ) -> int:
+        """Copies of every system per inner call (:func:`~equiscope_atoms._chunks.
+        copies_per_call`); all ``n`` in one call in training mode, and when gradients
+        are needed for an averaged output that is not one value per system."""
+        if self.training or self.atoms_per_call <= 0:
+            return n
+        n_atoms = 0
+        for system in systems:
+            n_atoms += len(system)
+        per_call = copies_per_call(n, n_atoms, self.atoms_per_call)
+        prefix = "equiscope::variance::"
+        if per_call < n and torch.is_grad_enabled():
+            inputs, _ = gradient_inputs(systems)
+            if len(inputs) > 0 and self.mode != "diagnose":
+                for name, output in outputs.items():
+                    if not name.startswith(prefix) and output.sample_kind != "system":
+                        return n
+        return per_call
+
+    def _copies(self, systems: List[System], elements: torch.Tensor) -> List[System]:
+        """``g_i x`` for every system and element, system-major (copy ``s n + i``)."""
         n = elements.shape[0]
         # improper copies get the right-handed cell -c R^T (the same lattice) and the
         # negated cell shifts, so that their pair vectors stay R (r_j - r_i + S c)
@@ -213,17 +248,40 @@ class OrbitAveraging:
                         ),
                     )
                 copies.append(copy)
-        copy_selection: Optional[Labels] = None
-        if selected_atoms is not None:
-            values = selected_atoms.values
-            rows: List[torch.Tensor] = []
-            for s in range(len(systems)):
-                mine = values[values[:, 0] == s]
-                for i in range(n):
-                    moved = mine.clone()
-                    moved[:, 0] = s * n + i
-                    rows.append(moved)
-            copy_selection = Labels(selected_atoms.names, torch.cat(rows))
+        return copies
+
+    def _copy_selection(
+        self, selected_atoms: Optional[Labels], n_systems: int, n: int
+    ) -> Optional[Labels]:
+        """``selected_atoms`` for the copies of :meth:`_copies`."""
+        if selected_atoms is None:
+            return None
+        values = selected_atoms.values
+        rows: List[torch.Tensor] = []
+        for s in range(n_systems):
+            mine = values[values[:, 0] == s]
+            for i in range(n):
+                moved = mine.clone()
+                moved[:, 0] = s * n + i
+                rows.append(moved)
+        return Labels(selected_atoms.names, torch.cat(rows))
+
+    def _symmetrized(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+    ) -> Dict[str, TensorMap]:
+        elements = self._elements()
+        weights = self.weights
+        if self.mode == "random" or self.mode == "random-group":
+            weights = torch.full(
+                [elements.shape[0]],
+                1.0 / elements.shape[0],
+                dtype=elements.dtype,
+                device=elements.device,
+            )
+        n = elements.shape[0]
         prefix = "equiscope::variance::"
         inner: Dict[str, ModelOutput] = {}
         for name, output in outputs.items():
@@ -231,7 +289,6 @@ class OrbitAveraging:
             source = self._inner_name(source)
             if source not in inner:
                 inner[source] = output
-        raw = self._evaluate(copies, inner, copy_selection)
         result: Dict[str, TensorMap] = {}
         if self.mode == "diagnose":
             plain: Dict[str, ModelOutput] = {}
@@ -242,34 +299,167 @@ class OrbitAveraging:
                 direct = self._evaluate(systems, plain, selected_atoms)
                 for inner_name, tensor in direct.items():
                     result[self._outer_name(inner_name, outputs)] = tensor
-        for inner_name, tensor in raw.items():
-            name = self._outer_name(inner_name, outputs)
+        # chunks of copies (see equiscope_atoms._chunks): float64 moments about the
+        # first copy per block ("slot"); with several chunks every chunk's graph is
+        # let go, after its gradients w.r.t. the systems' inputs were taken
+        per_call = self._copies_per_call(systems, outputs, n)
+        chunked = per_call < n
+        inputs: List[torch.Tensor] = []
+        owners: List[int] = []
+        if chunked and torch.is_grad_enabled():
+            inputs, owners = gradient_inputs(systems)
+        total = weights.to(torch.float64).sum()
+        keys: Dict[str, Labels] = {}
+        moments: Dict[str, List[torch.Tensor]] = {}  # reference, S, Q
+        labels: Dict[str, List[Labels]] = {}  # samples, properties, *components
+        gradients: Dict[str, List[torch.Tensor]] = {}
+        for start in range(0, n, per_call):
+            stop = min(n, start + per_call)
+            self._add_chunk(
+                systems,
+                inner,
+                outputs,
+                selected_atoms,
+                elements[start:stop],
+                weights[start:stop],
+                total,
+                chunked,
+                inputs,
+                keys,
+                moments,
+                labels,
+                gradients,
+            )
+        for name, tensor_keys in keys.items():
             blocks: List[TensorBlock] = []
             spreads: List[TensorBlock] = []
-            for index in range(len(tensor.keys)):
-                key = tensor.keys.entry(index)
-                mean, spread = self._average_block(
-                    name, key, tensor.block(index), elements, weights, len(systems)
+            for index in range(len(tensor_keys)):
+                slot = name + "\n" + str(index)
+                reference = moments[slot][0]
+                samples = labels[slot][0]
+                properties = labels[slot][1]
+                components = labels[slot][2:]
+                mean, variance = finish_moments(
+                    reference, moments[slot][1], moments[slot][2], total, len(components)
                 )
-                blocks.append(mean)
-                spreads.append(spread)
+                mean = mean.to(reference.dtype)
+                if slot in gradients:
+                    mean = with_gradient(mean, inputs, owners, gradients[slot])
+                flat_shape = [mean.shape[0] * mean.shape[1]]
+                for size in mean.shape[2:]:
+                    flat_shape.append(size)
+                blocks.append(
+                    TensorBlock(
+                        values=mean.reshape(flat_shape),
+                        samples=samples,
+                        components=components,
+                        properties=properties,
+                    )
+                )
+                spreads.append(
+                    TensorBlock(
+                        values=variance.to(reference.dtype).reshape(flat_shape[0], -1),
+                        samples=samples,
+                        components=[],
+                        properties=properties,
+                    )
+                )
             if name in outputs and self.mode != "diagnose":
-                result[name] = TensorMap(tensor.keys, blocks)
+                result[name] = TensorMap(tensor_keys, blocks)
             if prefix + name in outputs:
-                result[prefix + name] = TensorMap(tensor.keys, spreads)
+                result[prefix + name] = TensorMap(tensor_keys, spreads)
         return result
 
-    def _average_block(
+    def _add_chunk(
+        self,
+        systems: List[System],
+        inner: Dict[str, ModelOutput],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+        elements: torch.Tensor,
+        weights: torch.Tensor,
+        total: torch.Tensor,
+        chunked: bool,
+        inputs: List[torch.Tensor],
+        keys: Dict[str, Labels],
+        moments: Dict[str, List[torch.Tensor]],
+        labels: Dict[str, List[Labels]],
+        gradients: Dict[str, List[torch.Tensor]],
+    ) -> None:
+        """Evaluate the copies of one chunk of ``elements`` and add them to the
+        moments (and, when ``inputs`` need them, to the gradients) of every block.
+        Nothing of the chunk but detached moments and gradients outlives the call."""
+        raw = self._evaluate(
+            self._copies(systems, elements),
+            inner,
+            self._copy_selection(selected_atoms, len(systems), elements.shape[0]),
+        )
+        shares: List[torch.Tensor] = []
+        share_slots: List[str] = []
+        for inner_name, tensor in raw.items():
+            name = self._outer_name(inner_name, outputs)
+            first_chunk = name not in keys
+            if first_chunk:
+                keys[name] = tensor.keys
+            averaged = name in outputs and self.mode != "diagnose"
+            for index in range(len(tensor.keys)):
+                slot = name + "\n" + str(index)
+                block = tensor.block(index)
+                z, samples = self._back_transformed(
+                    name, tensor.keys.entry(index), block, elements, len(systems)
+                )
+                if chunked and len(inputs) > 0 and averaged:
+                    if z.shape[2] != 1:
+                        raise ValueError(
+                            "output '"
+                            + name
+                            + "' has "
+                            + str(z.shape[2])
+                            + " samples per system: gradients through a chunked head "
+                            + "need one (set atoms_per_call=0)"
+                        )
+                    share = torch.einsum(
+                        "i,sij->j",
+                        (weights / total).to(z.dtype),
+                        z.reshape(z.shape[0], z.shape[1], -1),
+                    )
+                    if share.requires_grad:
+                        shares.append(share)
+                        share_slots.append(slot)
+                if chunked:
+                    z = z.detach()
+                if first_chunk:
+                    reference = z[:, 0]
+                    slot_labels = [samples, block.properties]
+                    for component in block.components:
+                        slot_labels.append(component)
+                    labels[slot] = slot_labels
+                else:
+                    reference = moments[slot][0]
+                first, second = chunk_moments(z, weights, reference, len(block.components))
+                if first_chunk:
+                    moments[slot] = [reference, first, second]
+                else:
+                    moments[slot] = [reference, moments[slot][1] + first, moments[slot][2] + second]
+        if len(shares) > 0:
+            sums: List[List[torch.Tensor]] = []
+            for k in range(len(shares)):
+                slot = share_slots[k]
+                if slot not in gradients:
+                    gradients[slot] = zero_gradients(shares[k].shape[0], inputs)
+                sums.append(gradients[slot])
+            accumulate_gradients(shares, sums, inputs)
+
+    def _back_transformed(
         self,
         name: str,
         key: LabelsEntry,
         block: TensorBlock,
         elements: torch.Tensor,
-        weights: torch.Tensor,
         n_systems: int,
-    ) -> Tuple[TensorBlock, TensorBlock]:
-        """Average over the copies and the component-summed variance A^2 of the
-        back-transformed copies."""
+    ) -> Tuple[torch.Tensor, Labels]:
+        """The back-transformed copies ``z`` ``[systems, copies, rows, *components,
+        properties]`` of ``block`` and the samples of their average."""
         n = elements.shape[0]
         names = [c.names[0] for c in block.components]
         system_column = block.samples.names.index("system")
@@ -282,7 +472,6 @@ class OrbitAveraging:
         for size in values.shape[1:]:
             shape.append(size)
         values = values.reshape(shape)
-        w = weights.to(values.dtype)
         r = elements.to(values.dtype)
         if len(names) == 0:
             z = values
@@ -315,33 +504,12 @@ class OrbitAveraging:
                 + " are neither Cartesian (xyz, xyz_1/xyz_2) nor spherical (o3_mu,"
                 + " o3_mu_1/o3_mu_2)"
             )
-        averaged = torch.einsum("i,sir...->sr...", w, z)
-        deviation = (z - averaged.unsqueeze(1)).square()
-        if len(names) > 0:
-            # sum over the component axes: [s, i, r, *components, p] -> [s, i, r, p]
-            deviation = deviation.flatten(3, 2 + len(names)).sum(3)
-        variance = torch.einsum("i,sir...->sr...", w, deviation)
         new_samples = sample_values.reshape(n_systems, n, rows, -1)[:, 0].clone()
         new_samples[:, :, system_column] = torch.arange(
             n_systems, dtype=new_samples.dtype, device=new_samples.device
         ).reshape(-1, 1)
-        flat_shape = [n_systems * rows]
-        for size in averaged.shape[2:]:
-            flat_shape.append(size)
         samples = Labels(block.samples.names, new_samples.reshape(n_systems * rows, -1))
-        mean = TensorBlock(
-            values=averaged.reshape(flat_shape),
-            samples=samples,
-            components=block.components,
-            properties=block.properties,
-        )
-        spread = TensorBlock(
-            values=variance.reshape(n_systems * rows, variance.shape[-1]),
-            samples=samples,
-            components=[],
-            properties=block.properties,
-        )
-        return mean, spread
+        return z, samples
 
 
 class SymmetrizedHead(OrbitAveraging, torch.nn.Module):
@@ -357,11 +525,18 @@ class SymmetrizedHead(OrbitAveraging, torch.nn.Module):
         inversion: bool,
         max_lambda: int,
         dtype: torch.dtype,
+        atoms_per_call: int = DEFAULT_ATOMS_PER_CALL,
     ):
         super().__init__()
         self.model = model
         self._setup_head(
-            grid, mode=mode, seed=seed, inversion=inversion, max_lambda=max_lambda, dtype=dtype
+            grid,
+            mode=mode,
+            seed=seed,
+            inversion=inversion,
+            max_lambda=max_lambda,
+            dtype=dtype,
+            atoms_per_call=atoms_per_call,
         )
         self._requested_neighbor_lists: List[NeighborListOptions] = []
 
@@ -404,10 +579,18 @@ def head_description(model: AtomisticModel) -> Optional[str]:
     return None
 
 
-def _describe(mode: str, grid: Optional[eq.Grid]) -> str:
+def _describe(mode: str, grid: Optional[eq.Grid], atoms_per_call: int) -> str:
     if grid is None:
         return f"mode {mode}, 1 random frame per call"
-    return f"mode {mode}, grid {grid.name} ({grid.group.name}), {grid.size} evaluations per call"
+    chunks = (
+        "all copies in one inner call"
+        if atoms_per_call <= 0
+        else f"up to {atoms_per_call} atoms per inner call"
+    )
+    return (
+        f"mode {mode}, grid {grid.name} ({grid.group.name}), {grid.size} evaluations per call, "
+        + chunks
+    )
 
 
 def symmetrize_model(
@@ -419,6 +602,7 @@ def symmetrize_model(
     inversion: bool = DEFAULT_INVERSION,
     max_lambda: int = DEFAULT_MAX_LAMBDA,
     diagnostics: bool = False,
+    atoms_per_call: int = DEFAULT_ATOMS_PER_CALL,
 ) -> AtomisticModel:
     """Wrap an exported metatomic ``model`` in a :class:`SymmetrizedHead`; the result
     is an ``AtomisticModel`` (save it with ``.save(path)``), marked as a head in its
@@ -429,7 +613,22 @@ def symmetrize_model(
 
     With ``diagnostics=True`` the head also offers ``equiscope::variance::<name>`` for
     every output: the equivariance variance A^2 of the copies it averages (summed over
-    components), so any engine can log the symmetry error along a run."""
+    components), so any engine can log the symmetry error along a run.
+
+    ``atoms_per_call`` bounds the memory of a call: the copies are evaluated in chunks
+    of ``max(1, atoms_per_call // atoms)`` copies of every system (``atoms``: all atoms
+    of the call's systems), and when the engine wants forces or stress each chunk's
+    gradient with respect to positions, cell and neighbour-list vectors is taken at
+    once and its graph freed (see :mod:`equiscope_atoms._chunks`). Such a call gives
+    first derivatives only:
+    no Hessians through autograd (finite differences, as ``ase.phonons`` uses, work),
+    and no gradient of the variance outputs. Per-atom outputs needed with gradients
+    (e.g. per-atom energies for per-atom stresses) fall back to one call. ``0``
+    evaluates all copies in one call, with the full autograd graph."""
+    if isinstance(atoms_per_call, bool) or not isinstance(atoms_per_call, int):
+        raise ValueError(f"atoms_per_call must be an integer, got {atoms_per_call!r}")
+    if atoms_per_call < 0:
+        raise ValueError(f"atoms_per_call must be 0 (no chunks) or positive, got {atoms_per_call}")
     existing = head_description(model)
     if existing is not None:
         raise ValueError(
@@ -450,6 +649,7 @@ def symmetrize_model(
         inversion=inversion,
         max_lambda=max_lambda,
         dtype=dtype,
+        atoms_per_call=atoms_per_call,
     )
     for options in model.requested_neighbor_lists():
         copied = NeighborListOptions(options.cutoff, options.full_list, options.strict)
@@ -487,7 +687,7 @@ def symmetrize_model(
     )
     metadata = model.metadata()
     extra = dict(metadata.extra)
-    extra[HEAD_MARKER] = _describe(mode, None if mode == "random" else grid)
+    extra[HEAD_MARKER] = _describe(mode, None if mode == "random" else grid, atoms_per_call)
     marked = ModelMetadata(
         name=metadata.name,
         description=metadata.description,

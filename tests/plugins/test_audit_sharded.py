@@ -16,8 +16,7 @@ import equiscope as eq
 from _models import PlantedAnisotropy, export, write_copper
 from equiscope.audit._engine import _merge, _run
 from equiscope.shards import Shards
-from equiscope_atoms import load_model, read_structures
-from equiscope_atoms import MetatomicAdapter
+from equiscope_atoms import MetatomicAdapter, load_model, read_structures
 
 OUTPUTS = {
     "energy": ModelOutput(unit="eV", sample_kind="system"),

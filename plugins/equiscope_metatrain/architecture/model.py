@@ -128,6 +128,9 @@ class EquiscopeModel(OrbitAveraging, PET):
             inversion=head["inversion"],
             max_lambda=head["max_lambda"],
             dtype=torch.float64,
+            # all copies in one call: training backpropagates through the average
+            # (and through forces, a double backward), which chunks cannot give
+            atoms_per_call=0,
         )
 
     def _evaluate(

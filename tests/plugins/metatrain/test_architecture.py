@@ -663,3 +663,17 @@ def test_tensor_basis_reads_out_a_variant_target():
     )["outputs"]["mtt::tensor/pbe"]
     assert report["rms_value"] > 1e-2
     assert report["equivariance_rmse"] < 1e-12 * report["rms_value"]
+
+
+def test_the_architecture_head_evaluates_every_copy_in_one_call():
+    """Training backpropagates through the average (and through forces: a double
+    backward), which a chunked head cannot give: the architecture never chunks,
+    also once exported."""
+    from equiscope_metatrain.architecture import EquiscopeModel
+
+    hypers = options(base={"name": "pet", "model": {**SMALL, "num_gnn_layers": 1}})["model"]
+    hypers["symmetrized_head"].update(mode="average", grid="octahedral", inversion=True)
+    model = EquiscopeModel(hypers, vector_dataset_info())
+    assert model.head_mode == "average" and model.rotations.shape[0] == 48
+    assert model.atoms_per_call == 0
+    assert torch.jit.script(model.eval()).atoms_per_call == 0
