@@ -331,9 +331,13 @@ def test_estimated_outputs_show_their_interval_and_precision():
     }
     text = rp.markdown_summary(report({"energy": out}, grid=grid))
     assert "| 0.1 [0.09, 0.11] |" in text and "yes (±10%)" in text
-    assert "4 randomly oriented icosahedral grids on O(3) per structure" in text
+    assert "randomly oriented icosahedral grids on O(3) (120 elements each)" in text
+    assert "per structure and output (energy 4)" in text
     assert "480 evaluations" in text
     assert "| (0,1) | (2,1): 0.05 | 0.05 |" in text  # the share above max lambda
+    grid.update(name="octahedral", size=24, inversion="random per replicate")
+    text = rp.markdown_summary(report({"energy": out}, grid=grid))
+    assert "(24 elements each, each inverted as a whole with probability 1/2)" in text
 
 
 def test_calculators_are_advised_to_wrap_in_equiscope_calculator():

@@ -415,11 +415,22 @@ def _head_command(report: dict, grid: str, degree, inversion: bool, max_lambda) 
 def _grid_line(report: dict) -> str:
     grid, degree = report["grid"], _degree(report)
     if grid.get("randomly_oriented"):
+        inverted = (
+            ", each inverted as a whole with probability 1/2"
+            if grid.get("inversion") == "random per replicate"
+            else ""
+        )
+        per_output = ", ".join(
+            f"{name} {out['estimate']['replicates'][1]}"
+            for name, out in report["outputs"].items()
+            if out.get("estimate")
+        )
+        counts = f" ({per_output})" if per_output else ""
         return (
-            f"- estimate: {grid['replicates']} randomly oriented {grid['name']} grids on "
-            f"{grid['group']} per {_noun(report).rstrip('s')} ({grid['size']} elements each, "
-            f"{grid['copies']} evaluations in all); spectra up to {degree} = "
-            f"{report['max_lambda']}"
+            f"- estimate: randomly oriented {grid['name']} grids on {grid['group']} "
+            f"({grid['size']} elements each{inverted}), per {_noun(report).rstrip('s')} and "
+            f"output{counts}; {grid['copies']} evaluations in all; spectra up to {degree} "
+            f"= {report['max_lambda']}"
         )
     return (
         f"- grid: {grid['name']} on {grid['group']}, {grid['size']} elements, products "
