@@ -157,8 +157,6 @@ def write_audit(report: dict, output: Path, shards) -> int:
 
 def estimate_options(args) -> dict:
     """The default estimate's options from the ``audit`` arguments (for ``run_audit``)."""
-    from .audit import estimate_base
-
     if not args.precision > 0:
         raise BadInput(f"--precision must be positive, got {args.precision}")
     require_at_least(("--max-replicates", args.max_replicates, 6))
@@ -166,7 +164,8 @@ def estimate_options(args) -> dict:
         "precision": args.precision,
         "max_replicates": args.max_replicates,
         "seed": args.seed,
-        "estimate_grid": estimate_base(args.estimate_grid, inversion=not args.no_inversion),
+        "estimate_grid": args.estimate_grid,
+        "inversion": not args.no_inversion,
     }
 
 
@@ -240,9 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
         "floor (and accuracy with labels) per output, character spectra "
         "of outputs and hidden layers. By default (--grid estimate) every output's "
         "equivariance RMSE is an unbiased estimate with a 95% interval, from randomly "
-        "oriented (and, for O(3), randomly inverted) octahedral grids of 24 rotations: 3 "
-        "per structure, then more for each output whose interval's half-width is not yet "
-        "within --precision of the estimate (10%) or below 10 noise floors, at most "
+        "oriented (and, for O(3), randomly inverted) octahedral grids of 24 rotations "
+        "(icosahedral, 60, for fewer than 3 structures): 3 per structure, then more for "
+        "each output whose interval's half-width is not yet within --precision of the "
+        "estimate (10%) or below 10 noise floors, at most "
         "--max-replicates per structure; spectra are unbiased "
         "too, as fractions of the total, with the share above --max-lambda reported. A "
         "fixed --grid is evaluated as it is. Launched with torchrun "
@@ -272,11 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument(
         "--estimate-grid",
-        choices=["tetrahedral", "octahedral", "icosahedral"],
-        default="octahedral",
+        choices=["auto", "tetrahedral", "octahedral", "icosahedral"],
+        default="auto",
         help="--grid estimate: the rotation group whose random orientations are evaluated "
         "(tetrahedral 12, octahedral 24, icosahedral 60 evaluations each; larger groups "
-        "give less noisy spectra of low lambda, at a higher cost per replicate)",
+        "give less noisy spectra of low lambda, at a higher cost per replicate); auto: "
+        "octahedral, or icosahedral for fewer than 3 structures",
     )
     audit.add_argument(
         "--max-replicates",

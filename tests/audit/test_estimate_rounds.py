@@ -142,3 +142,19 @@ def test_a_user_base_with_explicit_inversion_is_still_accepted():
     assert report["grid"]["size"] == 48
     assert all(d == 0.0 for d in adapter.determinants)  # half of every replicate inverted
     assert report["outputs"]["noisy"]["estimate"]["replicates"] == [3, 3]
+
+
+def test_the_automatic_base_follows_the_number_of_samples():
+    """Few samples: the icosahedral group (precision per copy is the cost); many: the
+    octahedral group (the 3 replicates per sample are)."""
+    assert estimate_base("auto", samples=1).size == 60
+    assert estimate_base("auto", samples=2).name == "icosahedral"
+    assert estimate_base("auto", samples=3).name == "octahedral"
+    assert estimate_base("auto", samples=3, inversion=False).group.name == "SO(3)"
+    with pytest.raises(ValueError, match="needs the number of samples"):
+        estimate_base("auto")
+    x = torch.tensor([0.6, 0.0, 0.8], dtype=torch.float64)
+    one = run_audit(TwoOutputs(), [x], progress=False, precision=10)
+    assert one["grid"]["name"] == "icosahedral" and one["grid"]["group"] == "O(3)"
+    many = run_audit(TwoOutputs(), [x] * 3, progress=False, precision=10, inversion=False)
+    assert many["grid"]["name"] == "octahedral" and many["grid"]["group"] == "SO(3)"

@@ -180,15 +180,18 @@ def run_audit(
     precision: float = DEFAULT_PRECISION,
     replicates: int = DEFAULT_REPLICATES,
     max_replicates: int = DEFAULT_MAX_REPLICATES,
-    estimate_grid: Grid | None = None,
+    estimate_grid: Grid | str | None = "auto",
+    inversion: bool = True,
     seed: int = 0,
 ) -> dict:
     """Audit ``adapter``'s model on ``samples``; returns the report as a dict.
 
     ``grid=None`` (or ``"estimate"``), the default, estimates every output's A and
     spectrum without bias from ``replicates`` randomly oriented copies of
-    ``estimate_grid`` (default :func:`estimate_base`: the octahedral rotations, each
-    replicate inverted with probability 1/2) per sample, adding replicates to each
+    ``estimate_grid`` per sample (a :class:`Grid`, or a name for :func:`estimate_base`:
+    by default, or with ``None``, ``"auto"``, the octahedral rotations, or the
+    icosahedral ones for fewer than 3 samples; O(3) with ``inversion``: each replicate
+    inverted with probability 1/2), adding replicates to each
     output until its 95 % interval of A is within ``precision`` (relative) or below 10
     noise floors, up to ``max_replicates`` (see :mod:`._estimate`); ``seed`` makes the orientations
     reproducible. A :class:`Grid` is used as it is (deterministic; it sees nothing of
@@ -227,7 +230,13 @@ def run_audit(
             indexed,
             outputs,
             layers,
-            estimate_grid or estimate_base(),
+            (
+                estimate_grid
+                if isinstance(estimate_grid, Grid)
+                else estimate_base(
+                    estimate_grid or "auto", inversion=inversion, samples=len(samples)
+                )
+            ),
             DEFAULT_ESTIMATE_MAX_LAMBDA if max_lambda is None else max_lambda,
             shards,
             progress=progress,

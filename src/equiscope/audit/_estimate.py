@@ -42,6 +42,7 @@ from ._stats import label_layout
 
 __all__ = [
     "DEFAULT_ESTIMATE_BASE",
+    "FEW_SAMPLES",
     "EstimateStats",
     "LayerEstimates",
     "estimate_base",
@@ -51,17 +52,32 @@ __all__ = [
 ]
 
 DEFAULT_ESTIMATE_BASE = "octahedral"
-"""The rotation group whose random orientations the default audit evaluates."""
+"""The rotation group whose random orientations the default audit evaluates when it
+has :data:`FEW_SAMPLES` samples or more."""
+FEW_SAMPLES = 3
+"""Below this many samples the default base is the icosahedral group instead."""
 
 FLOOR_FACTOR = 10.0
 """An interval whose upper end is below this many noise floors needs no precision."""
 
 
-def estimate_base(name: str = DEFAULT_ESTIMATE_BASE, *, inversion: bool = True) -> Grid:
+def estimate_base(
+    name: str = DEFAULT_ESTIMATE_BASE, *, inversion: bool = True, samples: int | None = None
+) -> Grid:
     """The base grid of the default estimate: the rotation group ``name``
     (tetrahedral 12, octahedral 24, icosahedral 60 elements). With ``inversion`` it
     is an O(3) grid of proper elements only: each replicate is turned by a
-    Haar-random element of O(3), so half the replicates are inverted as a whole."""
+    Haar-random element of O(3), so half the replicates are inverted as a whole.
+
+    ``name="auto"`` picks by the number of ``samples``: with many, the 3 replicates
+    every sample gets are the cost and pooling gives the precision, so the octahedral
+    group; with fewer than :data:`FEW_SAMPLES`, the precision per copy is the cost,
+    and the icosahedral group, which removes lambda = 1-5 from every replicate (the
+    bulk of forces' and stresses' variance), needs fewer copies in all."""
+    if name == "auto":
+        if samples is None:
+            raise ValueError("estimate_base('auto') needs the number of samples")
+        name = "icosahedral" if samples < FEW_SAMPLES else DEFAULT_ESTIMATE_BASE
     proper = make_grid(name)
     if not inversion:
         return proper
