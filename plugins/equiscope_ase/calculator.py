@@ -87,7 +87,7 @@ class EquiscopeCalculator(Calculator):
         and stress get the crystal's symmetry exactly; structures that are not 3D
         periodic are left as they are, with a warning
     :param atoms_per_call: metatomic models only: atoms per call of the raw model
-        (default 512, at least one copy per call), which bounds the memory of a step
+        (default 128, at least one copy per call), which bounds the memory of a step
         with forces and stress; 0 evaluates every copy in one call (needed for
         second derivatives through autograd)
     :param max_lambda, probe, tolerance, kwargs: metatomic models only (see

@@ -24,6 +24,6 @@ DEFAULT_MODE = "average"
 DEFAULT_GRID = "octahedral"
 DEFAULT_INVERSION = True
 DEFAULT_MAX_LAMBDA = 3
-DEFAULT_ATOMS_PER_CALL = 512
+DEFAULT_ATOMS_PER_CALL = 128
 # key of an exported model's ``metadata().extra`` that marks a symmetrised head
 HEAD_MARKER = "equiscope::head"

@@ -16,6 +16,7 @@ from metatomic_ase import MetatomicCalculator
 
 import equiscope as eq
 from _models import EmbeddedAtoms, SignedVolume, export
+from equiscope.heads import DEFAULT_ATOMS_PER_CALL
 from equiscope_ase import EquiscopeCalculator
 from equiscope_atoms._chunks import chunk_moments, copies_per_call, finish_moments
 from equiscope_atoms.heads import SymmetrizedHead, head_description, symmetrize_model
@@ -385,7 +386,7 @@ def test_chunked_gradients_have_no_second_derivative():
 
 def test_head_options_and_description(model_paths):
     raw = load_atomistic_model(str(model_paths["embedded-atoms"]))
-    assert symmetrize_model(raw).module.atoms_per_call == 512
+    assert symmetrize_model(raw).module.atoms_per_call == DEFAULT_ATOMS_PER_CALL == 128
     described = head_description(symmetrize_model(raw, atoms_per_call=64))
     assert described.endswith("48 evaluations per call, up to 64 atoms per inner call")
     described = head_description(symmetrize_model(raw, atoms_per_call=0))
