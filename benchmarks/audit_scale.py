@@ -144,7 +144,7 @@ def run_plain(model_path: str, n_atoms: int, evaluations: int) -> dict:
     return {"seconds": times[1:], "peak_rss": peak_rss()}
 
 
-def run_head(model_path: str, n_atoms: int, steps: int) -> dict:
+def run_head(model_path: str, n_atoms: int, steps: int, atoms_per_call: int | None) -> dict:
     """In this (fresh) process: MD steps (energy + forces + stress) through the
     default symmetrised head, saved and loaded as an engine would."""
     import torch
@@ -155,7 +155,8 @@ def run_head(model_path: str, n_atoms: int, steps: int) -> dict:
     from equiscope_atoms.heads import symmetrize_model
 
     torch.set_num_threads(1)
-    head = symmetrize_model(load_atomistic_model(model_path))  # the defaults
+    options = {} if atoms_per_call is None else {"atoms_per_call": atoms_per_call}
+    head = symmetrize_model(load_atomistic_model(model_path), **options)  # the defaults
     copies = int(head.module.rotations.shape[0])
     atoms_per_call = int(head.module.atoms_per_call)
     path = Path(model_path).with_name(f"head_{n_atoms}.pt")
@@ -185,7 +186,8 @@ def head_mode(args) -> None:
     lines = [
         "head_scale: one MD step (metatomic_ase.MetatomicCalculator energy + forces + "
         "stress) through the default symmetrised head (symmetrize_model defaults: average, "
-        "octahedral grid with inversion, 48 copies, atoms_per_call 512), saved and loaded; "
+        "octahedral grid with inversion, 48 copies, atoms_per_call "
+        f"{args.atoms_per_call or 'default'}), saved and loaded; "
         "metatrain default PET (untrained, float32, exported)",
         f"machine: {machine()}",
         "step s: mean of the timed steps after one warm-up step; plain: the same calculator "
@@ -202,7 +204,12 @@ def head_mode(args) -> None:
         for n_atoms in sizes:
             steps = 3 if n_atoms <= 256 else 1
             where = ["--atoms", str(n_atoms), "--model", str(model)]
-            head = child(["--child", "head", *where, "--steps", str(steps)])
+            extra = (
+                []
+                if args.atoms_per_call is None
+                else ["--atoms-per-call", str(args.atoms_per_call)]
+            )
+            head = child(["--child", "head", *where, "--steps", str(steps), *extra])
             n_plain = args.plain if n_atoms <= 256 else max(4, args.plain // 3)
             plain = child(["--child", "plain", *where, "--plain", str(n_plain)])
             per_eval = sum(plain["seconds"]) / len(plain["seconds"])
@@ -223,12 +230,15 @@ def head_mode(args) -> None:
             )
             lines.append(line)
             print(line, flush=True)
-    out = ROOT / "docs" / "measurements" / "head_scale_cpu_1thread.txt"
+    suffix = "" if args.atoms_per_call is None else f"_atoms{args.atoms_per_call}"
+    out = ROOT / "docs" / "measurements" / f"head_scale_cpu_1thread{suffix}.txt"
     out.write_text("\n".join(lines) + "\n" + json.dumps(rows) + "\n")
     print(f"wrote {out}")
 
 
-def run_default(model_path: str, data: str, estimate_grid: str, precision: float) -> dict:
+def run_default(
+    model_path: str, data: str, estimate_grid: str, precision: float, max_replicates: int
+) -> dict:
     """The default ``equiscope audit MODEL DATA`` as a user runs it, in a fresh process
     (imports, model loading, reading, the audit and writing the report): wall time,
     the audit's own time, the evaluations, and each output's A with its interval."""
@@ -236,6 +246,7 @@ def run_default(model_path: str, data: str, estimate_grid: str, precision: float
         command = [
             sys.executable, "-m", "equiscope.cli", "audit", model_path, data, "-o", out,
             "--estimate-grid", estimate_grid, "--precision", str(precision),
+            "--max-replicates", str(max_replicates),
         ]  # fmt: skip
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, env=os.environ)
@@ -412,7 +423,7 @@ def default_mode(args) -> None:
         for (label, frames, target), base in itertools.product(cases, args.bases.split(",")):
             data = folder / "data.xyz"
             ase.io.write(str(data), frames)
-            report = run_default(str(model), str(data), base, args.precision)
+            report = run_default(str(model), str(data), base, args.precision, args.max_replicates)
             lines.append(
                 f"{label}, --estimate-grid {base}: {report['seconds']:.1f} s (target <= "
                 f"{target} s; start-up and report {report['seconds'] - report['audit_seconds']:.1f}"
@@ -441,13 +452,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="fixed copies per call (default: auto)")
     parser.add_argument("--child", choices=["orbit", "plain", "head"], help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--atoms-per-call", type=int, help="head mode: the head's atoms_per_call (default: its own)"
+    )
     parser.add_argument("--atoms", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--bases", default="octahedral,icosahedral", help="default mode: --estimate-grid values"
+        "--bases", default="auto,octahedral,icosahedral", help="default mode: --estimate-grid"
     )
     parser.add_argument(
         "--precision", type=float, default=0.1, help="default mode: --precision (0.02: reference)"
+    )
+    parser.add_argument(
+        "--max-replicates", type=int, default=48, help="default mode: --max-replicates"
     )
     parser.add_argument(
         "--trained", action="store_true", help="default mode: a briefly trained default PET"
@@ -458,7 +475,7 @@ def main() -> None:
     elif args.child == "plain":
         print(json.dumps(run_plain(args.model, args.atoms, args.plain)))
     elif args.child == "head":
-        print(json.dumps(run_head(args.model, args.atoms, args.steps)))
+        print(json.dumps(run_head(args.model, args.atoms, args.steps, args.atoms_per_call)))
     elif args.mode == "orbit":
         orbit_mode(args)
     elif args.mode == "head":
