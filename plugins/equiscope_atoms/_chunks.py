@@ -34,7 +34,9 @@ so each chunk's share of the mean, ``sum_{i in chunk} w_i z_i / W``, is
 differentiated at once with ``torch.autograd.grad`` with respect to every input
 ``x`` the copies are built from (:func:`gradient_inputs`: the systems' positions,
 cells and neighbour-list pair vectors, which the engine registers as functions of
-positions and cell, and which ``AtomisticModel`` hands over as tensors of their own),
+positions and cell). The copies are built from detached stand-ins of these inputs
+(:func:`detached_proxies`), so each gradient is the partial derivative with respect
+to its own input and no path is counted twice,
 the gradients ``G`` are summed over chunks, and the chunk's graph is let go. The head
 returns
 
@@ -50,6 +52,7 @@ its own positions, cell and strain. What it does not carry: second derivatives
 from typing import List, Tuple
 
 import torch
+from metatensor.torch import TensorBlock
 from metatomic.torch import System
 
 
@@ -114,6 +117,33 @@ def gradient_inputs(systems: List[System]) -> Tuple[List[torch.Tensor], List[int
                 inputs.append(vectors)
                 owners.append(index)
     return inputs, owners
+
+
+def detached_proxies(systems: List[System]) -> List[System]:
+    """``systems`` rebuilt from detached leaves (positions, cell, neighbour-list pair
+    vectors; each requiring a gradient where the original does). Gradients taken with
+    respect to the proxies are partial derivatives, one per input, even when the
+    engine's pair vectors are themselves functions of its positions and cell: the
+    engine's backward through :func:`with_gradient` then adds each path once."""
+    proxies: List[System] = []
+    for system in systems:
+        positions = system.positions.detach().requires_grad_(system.positions.requires_grad)
+        cell = system.cell.detach().requires_grad_(system.cell.requires_grad)
+        proxy = System(types=system.types, positions=positions, cell=cell, pbc=system.pbc)
+        for options in system.known_neighbor_lists():
+            neighbors = system.get_neighbor_list(options)
+            values = neighbors.values.detach().requires_grad_(neighbors.values.requires_grad)
+            proxy.add_neighbor_list(
+                options,
+                TensorBlock(
+                    values=values,
+                    samples=neighbors.samples,
+                    components=neighbors.components,
+                    properties=neighbors.properties,
+                ),
+            )
+        proxies.append(proxy)
+    return proxies
 
 
 def zero_gradients(size: int, inputs: List[torch.Tensor]) -> List[torch.Tensor]:

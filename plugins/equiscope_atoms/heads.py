@@ -62,6 +62,7 @@ from ._chunks import (
     accumulate_gradients,
     chunk_moments,
     copies_per_call,
+    detached_proxies,
     finish_moments,
     gradient_inputs,
     with_gradient,
@@ -306,8 +307,13 @@ class OrbitAveraging:
         chunked = per_call < n
         inputs: List[torch.Tensor] = []
         owners: List[int] = []
+        proxy_inputs: List[torch.Tensor] = []
+        sources = systems
         if chunked and torch.is_grad_enabled():
             inputs, owners = gradient_inputs(systems)
+            if len(inputs) > 0:
+                sources = detached_proxies(systems)
+                proxy_inputs, _ = gradient_inputs(sources)
         total = weights.to(torch.float64).sum()
         keys: Dict[str, Labels] = {}
         moments: Dict[str, List[torch.Tensor]] = {}  # reference, S, Q
@@ -316,7 +322,7 @@ class OrbitAveraging:
         for start in range(0, n, per_call):
             stop = min(n, start + per_call)
             self._add_chunk(
-                systems,
+                sources,
                 inner,
                 outputs,
                 selected_atoms,
@@ -324,7 +330,7 @@ class OrbitAveraging:
                 weights[start:stop],
                 total,
                 chunked,
-                inputs,
+                proxy_inputs,
                 keys,
                 moments,
                 labels,

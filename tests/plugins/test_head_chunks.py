@@ -448,3 +448,31 @@ def test_symmetrize_command_atoms_per_call(model_paths, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["symmetrize", "--help"])
     assert "--atoms-per-call N" in capsys.readouterr().out
+
+
+def test_pair_vectors_that_depend_on_positions_are_counted_once(model_paths):
+    """Called directly with a neighbour list whose pair vectors are functions of the
+    positions and cell (as engines register them), the chunked head's forces and
+    virial equal one call's: each input's partial derivative is injected once."""
+    from vesin.metatomic import neighbor_lists_for_model
+
+    raw = load_atomistic_model(str(model_paths["embedded-atoms"]))
+    atoms = rattled_copper(1)
+    results = {}
+    for atoms_per_call in (0, 4):
+        positions = torch.tensor(atoms.positions, dtype=torch.float64, requires_grad=True)
+        cell = torch.tensor(atoms.cell.array, dtype=torch.float64, requires_grad=True)
+        types = torch.full((len(atoms),), 29, dtype=torch.int32)
+        system = System(types=types, positions=positions, cell=cell, pbc=torch.ones(3).bool())
+        for calculator in neighbor_lists_for_model("angstrom", raw):
+            calculator.add_neighbor_list([system])
+        (options,) = system.known_neighbor_lists()
+        assert system.get_neighbor_list(options).values.requires_grad  # from positions
+        head = symmetrize_model(raw, atoms_per_call=atoms_per_call).module
+        energy = head([system], {"energy": ENERGY}, None)["energy"].block().values.sum()
+        results[atoms_per_call] = torch.autograd.grad(energy, [positions, cell])
+    for chunked, expected in zip(results[4], results[0], strict=True):
+        assert float(expected.abs().max()) > 1e-3
+        torch.testing.assert_close(
+            chunked, expected, rtol=0, atol=1e-12 * float(expected.abs().max())
+        )
