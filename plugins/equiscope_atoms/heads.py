@@ -18,7 +18,7 @@ Modes, for an inner model ``f`` and group elements ``g_i`` with weights ``w_i``:
   equivariance error along a run.
 
 Memory: the copies are evaluated in chunks of at most ``atoms_per_call`` atoms (at
-least one copy per call; default 512, 0 = all in one call). With forces and stress
+least one copy per call; default 128, 0 = all in one call). With forces and stress
 each chunk's gradient is taken during the forward and its graph freed, so a step
 needs the memory of one chunk, not of every copy; that path gives no second
 derivatives (see :func:`symmetrize_model` and :mod:`equiscope_atoms._chunks`).

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import equiscope as eq
-from equiscope.audit import OrbitResult, OutputKind, estimate_base, run_audit
+from equiscope.audit import AuditOptionError, OrbitResult, OutputKind, estimate_base, run_audit
 from equiscope.audit._estimate import more_replicates
 from equiscope.metrics.replicates import interval
 
@@ -114,9 +114,10 @@ def test_the_projection_uses_the_degrees_of_freedom_it_will_have(n):
     stats = {"energy": Pooled(a2=1.0, variance=0.04, n=n, k=3)}
     extra = more_replicates(stats, {"energy": 3}, 0.1, torch.float64, 10_000)["energy"]
     total = 3 + extra
-    low, high = interval(1.0, 0.04 * 3 / total, n * (total - 1))
+    # degrees of freedom: 3 - 1 of the first round, total - 3 - 1 of the next
+    low, high = interval(1.0, 0.04 * 3 / total, n * (total - 2))
     assert (high - low) / 2 <= 0.1
-    low, high = interval(1.0, 0.04 * 3 / (total - 1), n * (total - 2))
+    low, high = interval(1.0, 0.04 * 3 / (total - 1), n * (total - 3))
     assert total == 6 or (high - low) / 2 > 0.1  # the fewest (a round adds >= 3)
     naive = 3 * (stats["energy"].summary_precision(torch.float64) / 0.1) ** 2
     if n == 1:
@@ -153,8 +154,37 @@ def test_the_automatic_base_follows_the_number_of_samples():
     assert estimate_base("auto", samples=3, inversion=False).group.name == "SO(3)"
     with pytest.raises(ValueError, match="needs the number of samples"):
         estimate_base("auto")
+    with pytest.raises(AuditOptionError, match="estimate grid 'lebedev': expected auto"):
+        run_audit(TwoOutputs(), [torch.ones(3)], progress=False, estimate_grid="lebedev")
     x = torch.tensor([0.6, 0.0, 0.8], dtype=torch.float64)
     one = run_audit(TwoOutputs(), [x], progress=False, precision=10)
     assert one["grid"]["name"] == "icosahedral" and one["grid"]["group"] == "O(3)"
     many = run_audit(TwoOutputs(), [x] * 3, progress=False, precision=10, inversion=False)
     assert many["grid"]["name"] == "octahedral" and many["grid"]["group"] == "SO(3)"
+
+
+class Blocks(TwoOutputs):
+    """One requested output, ``tensor``, answered as two labelled blocks (as a
+    multi-block metatensor output is): ``tensor[block=0]`` invariant, ``tensor[block=1]``
+    the noisy P_6. Refuses any output name it does not offer."""
+
+    def outputs(self, samples, requested):
+        return ["tensor"]
+
+    def evaluate(self, sample, grid, *, outputs, layers=(), max_lambda=None):
+        assert list(outputs) == ["tensor"], outputs
+        result = super().evaluate(sample, grid, outputs=["exact", "noisy"])
+        labels = {"exact": "tensor[block=0]", "noisy": "tensor[block=1]"}
+        return OrbitResult(
+            {labels[k]: v for k, v in result.responses.items()},
+            {labels[k]: v for k, v in result.kinds.items()},
+        )
+
+
+def test_blocks_of_one_output_are_refined_through_their_output():
+    adapter = Blocks()
+    x = torch.tensor([0.6, 0.0, 0.8], dtype=torch.float64)
+    report = run_audit(adapter, [x], progress=False, precision=0.1, max_replicates=200)
+    noisy, exact = report["outputs"]["tensor[block=1]"], report["outputs"]["tensor[block=0]"]
+    assert noisy["estimate"]["replicates"][0] > 3 and noisy["converged"] is True
+    assert exact["estimate"]["replicates"] == [3, 3]  # the sibling is not absorbed again

@@ -230,13 +230,7 @@ def run_audit(
             indexed,
             outputs,
             layers,
-            (
-                estimate_grid
-                if isinstance(estimate_grid, Grid)
-                else estimate_base(
-                    estimate_grid or "auto", inversion=inversion, samples=len(samples)
-                )
-            ),
+            _estimate_grid(estimate_grid, inversion, len(samples)),
             DEFAULT_ESTIMATE_MAX_LAMBDA if max_lambda is None else max_lambda,
             shards,
             progress=progress,
@@ -356,6 +350,27 @@ def _header(adapter, indexed, grid: dict, max_lambda: int, shards: Shards) -> di
     }
 
 
+def _estimate_grid(estimate_grid, inversion: bool, samples: int) -> Grid:
+    """The default estimate's base grid: ``estimate_grid`` itself, or by name."""
+    if isinstance(estimate_grid, Grid):
+        return estimate_grid
+    try:
+        return estimate_base(estimate_grid or "auto", inversion=inversion, samples=samples)
+    except ValueError as error:
+        raise AuditOptionError(str(error)) from None
+
+
+def _parent(label: str, outputs: list[str]) -> str | None:
+    """The requested output a response label comes from: itself, or ``name[...]`` for
+    a block of a multi-block output (``None`` when unknown: then all are evaluated)."""
+    if label in outputs:
+        return label
+    for name in outputs:
+        if label.startswith(name + "["):
+            return name
+    return None
+
+
 def _merge_estimates(parts):
     stats: dict[str, EstimateStats] = {}
     layers = LayerEstimates()
@@ -401,30 +416,33 @@ def _estimate_audit(
         )
     stats, layer_estimates, copies = None, None, 0
     ks: dict[str, int] = {}
+    parents: dict[str, str | None] = {}
     round_index = 0
     try:
         while True:
             if stats is None:
-                active, extra = list(outputs), replicates
+                active, evaluated, extra = list(outputs), list(outputs), replicates
             else:
                 needed = more_replicates(stats, ks, precision, adapter.dtype, max_replicates)
                 active = [name for name, n in needed.items() if n > 0]
                 if not active:
                     break
-                # one round evaluates the outputs still short of precision together
-                extra = min(
-                    max(needed[n] for n in active), min(max_replicates - ks[n] for n in active)
-                )
+                # the outputs short of precision, together, by the fewest replicates
+                # any of them needs (the others go on in the next round): none gets
+                # more than it asks for, however much another one needs
+                extra = min(needed[n] for n in active)
+                wanted = {parents[n] for n in active}
+                evaluated = outputs if None in wanted else [o for o in outputs if o in wanted]
                 if bar is not None:
                     bar.total += len(block) * extra * base.size
                     bar.refresh()
 
-            def work(extra=extra, round_index=round_index, active=active):
+            def work(extra=extra, round_index=round_index, evaluated=evaluated):
                 return run_replicates(
                     adapter,
                     block,
                     base,
-                    active,
+                    evaluated,
                     layers if round_index == 0 else [],
                     max_lambda,
                     extra,
@@ -441,6 +459,7 @@ def _estimate_audit(
             if stats is None:
                 stats, layer_estimates = new_stats, new_layers
                 ks = dict.fromkeys(stats, extra)
+                parents = {label: _parent(label, outputs) for label in stats}
             else:
                 for name in active:
                     stats[name].absorb(new_stats[name])

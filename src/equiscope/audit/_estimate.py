@@ -55,6 +55,7 @@ DEFAULT_ESTIMATE_BASE = "octahedral"
 """The rotation group whose random orientations the default audit evaluates when it
 has :data:`FEW_SAMPLES` samples or more."""
 FEW_SAMPLES = 3
+ESTIMATE_BASES = ("tetrahedral", "octahedral", "icosahedral")
 """Below this many samples the default base is the icosahedral group instead."""
 
 FLOOR_FACTOR = 10.0
@@ -74,6 +75,10 @@ def estimate_base(
     group; with fewer than :data:`FEW_SAMPLES`, the precision per copy is the cost,
     and the icosahedral group, which removes lambda = 1-5 from every replicate (the
     bulk of forces' and stresses' variance), needs fewer copies in all."""
+    if name not in ("auto", *ESTIMATE_BASES):
+        raise ValueError(
+            f"estimate grid '{name}': expected auto, {', '.join(ESTIMATE_BASES)} or a Grid"
+        )
     if name == "auto":
         if samples is None:
             raise ValueError("estimate_base('auto') needs the number of samples")
@@ -135,7 +140,7 @@ class EstimateStats:
         variance = sum(
             r.a2_variance / s**2 for r, s in zip(self.records, self.scales, strict=True)
         ) / (n * n)
-        return a2, variance, sum(r.k - 1 for r in self.records)
+        return a2, variance, sum(r.df for r in self.records)
 
     def rms(self) -> float:
         value = sum(r.total / s for r, s in zip(self.records, self.scales, strict=True))
@@ -242,9 +247,10 @@ def more_replicates(
     ``precision`` (0 when it does, sits below its floor or has no room left).
 
     The variance of the pooled ``A^2`` falls as ``1 / K``; the interval's t quantile
-    is taken at the degrees of freedom ``K`` would give (``N (K - 1)``), not at the
-    current ones: from 3 replicates of one sample (t = 4.3) the current quantile would
-    ask for about 4 times too many. A round adds at least 3 (its own jackknife)."""
+    is taken at the degrees of freedom one more round would give (each round of ``r``
+    replicates adds ``N (r - 1)``), not at the current ones: from 3 replicates of one
+    sample (t = 4.3) the current quantile would ask for about 4 times too many. A
+    round adds at least 3 (its own jackknife)."""
     extra: dict[str, int] = {}
     for name, st in stats.items():
         k = ks[name]
@@ -253,12 +259,13 @@ def more_replicates(
         if width is None or width <= precision or room < 3:
             extra[name] = 0
             continue
-        a2, variance, _ = st.pooled()
+        a2, variance, df = st.pooled()
         n = len(st.records)
         rmse = math.sqrt(max(a2, 0.0))
         target = max_replicates
         for total in range(k + 3, max_replicates + 1):
-            low, high = interval(a2, variance * k / total, n * (total - 1))
+            # one more round of (total - k) replicates per sample
+            low, high = interval(a2, variance * k / total, df + n * (total - k - 1))
             if relative_half_width(rmse, low, high) <= precision:
                 target = total
                 break

@@ -89,7 +89,9 @@ class SampleEstimate:
     """One sample's estimates from ``k`` replicates: ``a2`` (A^2 summed over entries)
     with its jackknife variance, the sector norms ``sectors`` and the mean square
     ``total`` (both summed over entries), and with a reference the error terms
-    ``errors = {oriented, symmetrized, equivariance}`` (sums of squares)."""
+    ``errors = {oriented, symmetrized, equivariance}`` (sums of squares). ``df``: the
+    degrees of freedom of the variance, ``k - 1`` for one set of replicates and the
+    sum over sets for estimates :meth:`combined` from independent sets."""
 
     k: int
     a2: float
@@ -98,6 +100,11 @@ class SampleEstimate:
     total: float
     errors: dict | None = None
     sector_variances: dict = dataclasses.field(default_factory=dict)
+    df: int = -1
+
+    def __post_init__(self):
+        if self.df < 0:
+            self.df = self.k - 1
 
     def combined(self, other: SampleEstimate) -> SampleEstimate:
         """Both estimates as one, weighted by their replicates (independent draws)."""
@@ -121,6 +128,7 @@ class SampleEstimate:
                 s: wa**2 * v + wb**2 * other.sector_variances.get(s, 0.0)
                 for s, v in self.sector_variances.items()
             },
+            df=self.df + other.df,
         )
 
 
