@@ -237,7 +237,12 @@ def head_mode(args) -> None:
 
 
 def run_default(
-    model_path: str, data: str, estimate_grid: str, precision: float, max_replicates: int
+    model_path: str,
+    data: str,
+    estimate_grid: str,
+    precision: float,
+    max_replicates: int,
+    seed: int = 0,
 ) -> dict:
     """The default ``equiscope audit MODEL DATA`` as a user runs it, in a fresh process
     (imports, model loading, reading, the audit and writing the report): wall time,
@@ -246,7 +251,7 @@ def run_default(
         command = [
             sys.executable, "-m", "equiscope.cli", "audit", model_path, data, "-o", out,
             "--estimate-grid", estimate_grid, "--precision", str(precision),
-            "--max-replicates", str(max_replicates),
+            "--max-replicates", str(max_replicates), "--seed", str(seed),
         ]  # fmt: skip
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, env=os.environ)
@@ -420,12 +425,19 @@ def default_mode(args) -> None:
             build_model(model)
         cases = [("24 cells of 8 atoms", [copper(8, seed=s) for s in range(24)], 120)]
         cases.append(("1 cell of 32 atoms", [copper(32, seed=0)], 30))
-        for (label, frames, target), base in itertools.product(cases, args.bases.split(",")):
+        cases = [c for c in cases if args.cases in ("all", c[0].split()[0])]
+        seeds = [int(s) for s in args.seeds.split(",")]
+        for (label, frames, target), base, seed in itertools.product(
+            cases, args.bases.split(","), seeds
+        ):
             data = folder / "data.xyz"
             ase.io.write(str(data), frames)
-            report = run_default(str(model), str(data), base, args.precision, args.max_replicates)
+            report = run_default(
+                str(model), str(data), base, args.precision, args.max_replicates, seed
+            )
             lines.append(
-                f"{label}, --estimate-grid {base}: {report['seconds']:.1f} s (target <= "
+                f"{label}, --estimate-grid {base}, --seed {seed}: {report['seconds']:.1f} s "
+                f"(target <= "
                 f"{target} s; start-up and report {report['seconds'] - report['audit_seconds']:.1f}"
                 f" s), {report['copies']} evaluations"
             )
@@ -435,10 +447,12 @@ def default_mode(args) -> None:
                     f"  {name}: A = {output['equivariance_rmse']:.4g} [{low:.4g}, {high:.4g}]"
                     f" ({output['estimate']['replicates'][1]} replicates)"
                 )
-            rows.append({"case": label, "base": base, **report})
+            rows.append({"case": label, "base": base, "seed": seed, **report})
             print("\n".join(lines[-1 - len(report["outputs"]) :]), flush=True)
     suffix = "" if args.precision == 0.1 else f"_precision{args.precision}"
     suffix += "_trained" if args.trained else ""
+    suffix += "" if args.seeds == "0" else "_seeds"
+    suffix += "" if args.cases == "all" else f"_{args.cases}"
     out = ROOT / "docs" / "measurements" / f"audit_default_cpu_1thread{suffix}.txt"
     out.write_text("\n".join(lines) + "\n" + json.dumps(rows, default=str) + "\n")
     print(f"wrote {out}")
@@ -468,6 +482,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--trained", action="store_true", help="default mode: a briefly trained default PET"
+    )
+    parser.add_argument("--seeds", default="0", help="default mode: --seed values")
+    parser.add_argument(
+        "--cases", choices=["all", "24", "1"], default="all", help="default mode: which data"
     )
     args = parser.parse_args()
     if args.child == "orbit":
