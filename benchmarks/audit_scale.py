@@ -233,7 +233,7 @@ def head_mode(args) -> None:
     suffix = "" if args.atoms_per_call is None else f"_atoms{args.atoms_per_call}"
     out = ROOT / "docs" / "measurements" / f"head_scale_cpu_1thread{suffix}.txt"
     out.write_text("\n".join(lines) + "\n" + json.dumps(rows) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {out.relative_to(ROOT)}")
 
 
 def run_default(
@@ -329,7 +329,7 @@ def orbit_mode(args) -> None:
     out.write_text("\n".join(lines) + "\n" + json.dumps(rows) + "\n")
     if args.batch_size is None:
         figure(rows, ROOT / "docs" / "figures" / "audit_scale.png")
-    print(f"wrote {out}")
+    print(f"wrote {out.relative_to(ROOT)}")
 
 
 def figure(rows, path: Path) -> None:
@@ -455,7 +455,7 @@ def default_mode(args) -> None:
     suffix += "" if args.cases == "all" else f"_{args.cases}"
     out = ROOT / "docs" / "measurements" / f"audit_default_cpu_1thread{suffix}.txt"
     out.write_text("\n".join(lines) + "\n" + json.dumps(rows, default=str) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {out.relative_to(ROOT)}")
 
 
 def main() -> None:
