@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "of outputs and hidden layers. By default (--grid estimate) every output's "
         "equivariance RMSE is an unbiased estimate with a 95% interval, from randomly "
         "oriented (and, for O(3), randomly inverted) octahedral grids of 24 rotations "
-        "(icosahedral, 60, for fewer than 3 structures): 3 per structure, then more for "
+        "(for fewer than 3 structures: icosahedral, 60, first): 3 per structure, then more for "
         "each output whose interval's half-width is not yet within --precision of the "
         "estimate (10%) or below 10 noise floors, at most "
         "--max-replicates per structure; spectra are unbiased "
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--grid estimate: the rotation group whose random orientations are evaluated "
         "(tetrahedral 12, octahedral 24, icosahedral 60 evaluations each; larger groups "
         "give less noisy spectra of low lambda, at a higher cost per replicate); auto: "
-        "octahedral, or icosahedral for fewer than 3 structures",
+        "octahedral, or for fewer than 3 structures icosahedral first, then octahedral",
     )
     audit.add_argument(
         "--max-replicates",

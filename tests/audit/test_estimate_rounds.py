@@ -188,3 +188,24 @@ def test_blocks_of_one_output_are_refined_through_their_output():
     noisy, exact = report["outputs"]["tensor[block=1]"], report["outputs"]["tensor[block=0]"]
     assert noisy["estimate"]["replicates"][0] > 3 and noisy["converged"] is True
     assert exact["estimate"]["replicates"] == [3, 3]  # the sibling is not absorbed again
+
+
+def test_a_single_sample_refines_on_the_octahedral_group():
+    """``auto`` with one sample: the first round on the icosahedral group (60), the
+    later ones on the octahedral group (24); the report says so."""
+    sizes = []
+
+    class Sized(TwoOutputs):
+        def evaluate(self, sample, grid, *, outputs, layers=(), max_lambda=None):
+            if grid.size > 1:
+                sizes.append(grid.size)
+            return super().evaluate(sample, grid, outputs=outputs)
+
+    x = torch.tensor([0.6, 0.0, 0.8], dtype=torch.float64)
+    report = run_audit(Sized(), [x], progress=False, precision=0.1, max_replicates=200)
+    assert sizes[:3] == [60, 60, 60] and len(sizes) > 3
+    assert set(sizes[3:]) == {24}
+    assert report["grid"]["name"] == "icosahedral"
+    assert report["grid"]["refinement"] == {"name": "octahedral", "size": 24}
+    assert report["grid"]["copies"] == 3 * 60 + 24 * (len(sizes) - 3)
+    assert report["outputs"]["noisy"]["converged"] is True

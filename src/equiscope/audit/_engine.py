@@ -22,6 +22,7 @@ from ..groups import sector_label
 from ..metrics import refine
 from ..shards import Shards
 from ._estimate import (
+    DEFAULT_ESTIMATE_BASE,
     EstimateStats,
     LayerEstimates,
     estimate_base,
@@ -225,12 +226,14 @@ def run_audit(
             )
         if not precision > 0:
             raise AuditOptionError(f"precision must be positive, got {precision}")
+        base, refinement = _estimate_grids(estimate_grid, inversion, len(samples))
         report = _estimate_audit(
             adapter,
             indexed,
             outputs,
             layers,
-            _estimate_grid(estimate_grid, inversion, len(samples)),
+            base,
+            refinement,
             DEFAULT_ESTIMATE_MAX_LAMBDA if max_lambda is None else max_lambda,
             shards,
             progress=progress,
@@ -350,14 +353,21 @@ def _header(adapter, indexed, grid: dict, max_lambda: int, shards: Shards) -> di
     }
 
 
-def _estimate_grid(estimate_grid, inversion: bool, samples: int) -> Grid:
-    """The default estimate's base grid: ``estimate_grid`` itself, or by name."""
+def _estimate_grids(estimate_grid, inversion: bool, samples: int) -> tuple[Grid, Grid]:
+    """The default estimate's base grids, of the first round and of the later ones:
+    ``estimate_grid`` itself or by name for both, except ``"auto"`` for fewer than
+    :data:`~._estimate.FEW_SAMPLES` samples: the icosahedral group first (forces and
+    stress are precise from its 3 copies), then the octahedral group for what is still
+    short of precision (mostly energies, whose cost per precision it halves)."""
     if isinstance(estimate_grid, Grid):
-        return estimate_grid
+        return estimate_grid, estimate_grid
     try:
-        return estimate_base(estimate_grid or "auto", inversion=inversion, samples=samples)
+        base = estimate_base(estimate_grid or "auto", inversion=inversion, samples=samples)
     except ValueError as error:
         raise AuditOptionError(str(error)) from None
+    if (estimate_grid or "auto") == "auto" and base.name != DEFAULT_ESTIMATE_BASE:
+        return base, estimate_base(DEFAULT_ESTIMATE_BASE, inversion=inversion)
+    return base, base
 
 
 def _parent(label: str, outputs: list[str]) -> str | None:
@@ -392,6 +402,7 @@ def _estimate_audit(
     outputs,
     layers,
     base: Grid,
+    refinement: Grid,
     max_lambda: int,
     shards: Shards,
     *,
@@ -434,14 +445,14 @@ def _estimate_audit(
                 wanted = {parents[n] for n in active}
                 evaluated = outputs if None in wanted else [o for o in outputs if o in wanted]
                 if bar is not None:
-                    bar.total += len(block) * extra * base.size
+                    bar.total += len(block) * extra * refinement.size
                     bar.refresh()
 
             def work(extra=extra, round_index=round_index, evaluated=evaluated):
                 return run_replicates(
                     adapter,
                     block,
-                    base,
+                    base if round_index == 0 else refinement,
                     evaluated,
                     layers if round_index == 0 else [],
                     max_lambda,
@@ -480,6 +491,8 @@ def _estimate_audit(
         "copies": copies,
         "precision_target": precision,
     }
+    if refinement is not base and round_index > 1:  # later rounds ran on it
+        grid["refinement"] = {"name": refinement.name, "size": refinement.size}
     return {
         **_header(adapter, indexed, grid, max_lambda, shards),
         "outputs": report_outputs,

@@ -426,11 +426,18 @@ def _grid_line(report: dict) -> str:
             if out.get("estimate")
         )
         counts = f" ({per_output})" if per_output else ""
+        later = grid.get("refinement")
+        then = (
+            f", then {later['name']} grids ({later['size']} elements) for what was short "
+            "of precision"
+            if later
+            else ""
+        )
         return (
             f"- estimate: randomly oriented {grid['name']} grids on {grid['group']} "
-            f"({grid['size']} elements each{inverted}), per {_noun(report).rstrip('s')} and "
-            f"output{counts}; {grid['copies']} evaluations in all; spectra up to {degree} "
-            f"= {report['max_lambda']}"
+            f"({grid['size']} elements each{inverted}){then}, per "
+            f"{_noun(report).rstrip('s')} and output{counts}; {grid['copies']} evaluations "
+            f"in all; spectra up to {degree} = {report['max_lambda']}"
         )
     return (
         f"- grid: {grid['name']} on {grid['group']}, {grid['size']} elements, products "
