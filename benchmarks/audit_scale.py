@@ -384,20 +384,12 @@ test_set: 0.0
 def trained_model(folder: Path) -> Path:
     """metatrain's default PET briefly trained (``mtt train``, 2 epochs, default hypers
     and precision) on 48 EMT-labelled 8-atom copper cells; the exported model."""
-    from equiscope_atoms.demo import generate_copper
+    from equiscope_atoms.demo import generate_copper, run_mtt_train
 
     folder.mkdir(parents=True, exist_ok=True)
     data = generate_copper(folder / "train.xyz", 48, seed=0)
-    (folder / "options.yaml").write_text(TRAINING.format(data=data.resolve()))
-    with open(folder / "train.log", "w") as log:
-        subprocess.run(
-            [sys.executable, "-m", "metatrain", "train", "options.yaml", "-o", "model.pt"],
-            cwd=folder,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=True,
-        )
-    return folder / "model.pt"
+    _, exported = run_mtt_train(folder, TRAINING.format(data=data.resolve()))
+    return exported
 
 
 def default_mode(args) -> None:

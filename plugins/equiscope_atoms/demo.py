@@ -23,7 +23,7 @@ from ._audit import audit
 from .data import read_structures
 from .models import load_model
 
-__all__ = ["generate_copper", "run_demo", "train_pet", "with_emt_labels"]
+__all__ = ["generate_copper", "run_demo", "run_mtt_train", "train_pet", "with_emt_labels"]
 
 OPTIONS = """\
 seed: {seed}
@@ -116,7 +116,6 @@ def train_pet(
 ) -> tuple[Path, Path]:
     """Run ``mtt train`` in ``folder``; returns (checkpoint, exported model).
     ``direct_forces`` adds a ``non_conservative_forces`` target (the EMT forces)."""
-    folder.mkdir(parents=True, exist_ok=True)
     batch_size = max(1, min(8, n_train - max(1, round(0.125 * n_train))))
     options = OPTIONS.format(
         seed=seed,
@@ -125,6 +124,13 @@ def train_pet(
         batch_size=batch_size,
         direct=DIRECT_FORCES if direct_forces else "",
     )
+    return run_mtt_train(folder, options)
+
+
+def run_mtt_train(folder: Path, options: str) -> tuple[Path, Path]:
+    """``mtt train`` with the YAML ``options`` in ``folder`` (one thread, log in
+    ``train.log``); returns (checkpoint, exported model)."""
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "options.yaml").write_text(options)
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(folder / "train.log", "w") as log:
